@@ -1,0 +1,39 @@
+# The same targets serve people and CI: .ci/run calls `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help install lint typecheck unit test example demo bench zipkin-up zipkin-down clean
+
+help:
+	@echo "make test      - create $(VENV), install, then lint, mypy --strict and the tests"
+	@echo "make example   - send one traced request to a local server and print its span"
+	@echo "make clean     - remove the virtual environment and caches"
+
+$(STAMP): pyproject.toml setup.py requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check aiozipkin_client tests examples
+	$(BIN)/ruff format --check aiozipkin_client tests examples
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest -q
+
+test: lint typecheck unit
+
+example: $(STAMP)
+	$(BIN)/python examples/simple_client.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build *.egg-info

@@ -1,0 +1,5 @@
+"""Zipkin tracing for the aiohttp client."""
+
+from .propagation import B3Format
+
+__all__ = ("B3Format",)

@@ -1,0 +1,255 @@
+"""B3 propagation: inject a trace context into headers and extract one from them.
+
+Everything here follows ``b3-propagation.md`` to the letter and is a pure function of its input:
+
+* identifiers are lower-hex, 16 or 32 characters for the trace id and 16 for span ids, and never
+  all zeros;
+* the sampling state has four values: defer (absent), deny (``0``), accept (``1``) and debug
+  (``X-B3-Flags: 1`` in the multi-header form, ``d`` in the single header); debug implies accept,
+  so a debug context sends no ``X-B3-Sampled`` header, and ``X-B3-Flags: 0`` is never sent;
+* the single ``b3`` header takes precedence over the ``X-B3-*`` headers when extracting.
+
+Malformed input is never an error for the caller: :func:`extract` returns an empty result (a new
+trace starts) and logs at debug level why the headers were ignored.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from aiozipkin.helpers import TraceContext
+from multidict import MultiMapping, MutableMultiMapping
+
+__all__ = (
+    "B3_HEADERS",
+    "B3Format",
+    "Extracted",
+    "extract",
+    "inject",
+    "is_valid_span_id",
+    "is_valid_trace_id",
+    "remove_b3_headers",
+)
+
+log = logging.getLogger("aiozipkin_client")
+
+TRACE_ID: Final = "X-B3-TraceId"
+SPAN_ID: Final = "X-B3-SpanId"
+PARENT_SPAN_ID: Final = "X-B3-ParentSpanId"
+SAMPLED: Final = "X-B3-Sampled"
+FLAGS: Final = "X-B3-Flags"
+SINGLE: Final = "b3"
+
+#: Every header name this module reads or writes (HTTP header names are case-insensitive).
+B3_HEADERS: Final = (TRACE_ID, SPAN_ID, PARENT_SPAN_ID, SAMPLED, FLAGS, SINGLE)
+
+_TRACE_ID_RE: Final = re.compile(r"(?:[0-9a-f]{16}){1,2}")
+_SPAN_ID_RE: Final = re.compile(r"[0-9a-f]{16}")
+
+
+class B3Format(enum.Enum):
+    """Which B3 encoding to send on outgoing requests."""
+
+    #: ``X-B3-TraceId``, ``X-B3-SpanId``, ``X-B3-ParentSpanId``, ``X-B3-Sampled`` / ``X-B3-Flags``.
+    MULTI = "multi"
+    #: One ``b3: {trace}-{span}-{state}-{parent}`` header.
+    SINGLE = "single"
+    #: Both encodings, for receivers that read only one of them.
+    BOTH = "both"
+
+
+@dataclass(frozen=True, slots=True)
+class Extracted:
+    """What :func:`extract` found in a set of headers.
+
+    ``context`` holds the identifiers when they were present and valid; its ``sampled`` and
+    ``debug`` fields carry the sampling state. When ``context`` is None, ``sampled`` and ``debug``
+    hold a sampling decision sent without identifiers (``b3: 0``, ``X-B3-Sampled: 1``, ...), or
+    nothing at all (``sampled is None and not debug``): then the receiver decides.
+    """
+
+    context: TraceContext | None
+    sampled: bool | None
+    debug: bool
+
+
+EMPTY: Final = Extracted(context=None, sampled=None, debug=False)
+
+
+def is_valid_trace_id(value: str) -> bool:
+    """True for 16 or 32 lower-hex characters that are not all zeros."""
+    return _TRACE_ID_RE.fullmatch(value) is not None and value.strip("0") != ""
+
+
+def is_valid_span_id(value: str) -> bool:
+    """True for 16 lower-hex characters that are not all zeros."""
+    return _SPAN_ID_RE.fullmatch(value) is not None and value.strip("0") != ""
+
+
+def remove_b3_headers(headers: MutableMultiMapping[str]) -> None:
+    """Remove every B3 header, whatever its case or how often it occurs."""
+    for name in B3_HEADERS:
+        headers.popall(name, None)
+
+
+def inject(
+    headers: MutableMultiMapping[str], context: TraceContext, fmt: B3Format = B3Format.MULTI
+) -> None:
+    """Write ``context`` into ``headers`` in the chosen encoding.
+
+    B3 headers already present (set by the caller, or by an earlier redirect hop) are removed
+    first, so the receiver never sees two values or a mix of two contexts.
+
+    >>> from multidict import CIMultiDict
+    >>> h = CIMultiDict()
+    >>> ctx = TraceContext("463ac35c9f6413ad48485a3953bb6124", None, "a2fb4a1d1a96d312",
+    ...                    True, False, False)
+    >>> inject(h, ctx, B3Format.SINGLE)
+    >>> h["b3"]
+    '463ac35c9f6413ad48485a3953bb6124-a2fb4a1d1a96d312-1'
+    """
+    remove_b3_headers(headers)
+    if fmt is not B3Format.SINGLE:
+        headers[TRACE_ID] = context.trace_id
+        headers[SPAN_ID] = context.span_id
+        if context.parent_id is not None:
+            headers[PARENT_SPAN_ID] = context.parent_id
+        if context.debug:
+            # Debug implies accept: the spec says not to send X-B3-Sampled as well.
+            headers[FLAGS] = "1"
+        elif context.sampled is not None:
+            headers[SAMPLED] = "1" if context.sampled else "0"
+    if fmt is not B3Format.MULTI:
+        headers[SINGLE] = single_header_value(context)
+
+
+def single_header_value(context: TraceContext) -> str:
+    """The ``b3`` single-header value for ``context``.
+
+    A deferred decision has no sampling field; as the fields are positional, the parent span id
+    cannot follow then and is left out (it is optional in the single encoding).
+    """
+    value = f"{context.trace_id}-{context.span_id}"
+    state = _state_char(context.sampled, context.debug)
+    if state is None:
+        return value
+    value = f"{value}-{state}"
+    if context.parent_id is not None:
+        value = f"{value}-{context.parent_id}"
+    return value
+
+
+def _state_char(sampled: bool | None, debug: bool) -> str | None:
+    if debug:
+        return "d"
+    if sampled is None:
+        return None
+    return "1" if sampled else "0"
+
+
+def extract(headers: Mapping[str, str] | MultiMapping[str]) -> Extracted:
+    """Read a trace context or a bare sampling decision from request headers.
+
+    ``headers`` should be case-insensitive (aiohttp's request headers are); for a plain dict the
+    names are matched case-insensitively here. The first value of each header wins.
+    """
+    lookup = _first_values(headers)
+    single = lookup.get(SINGLE.lower())
+    if single is not None:
+        parsed = _parse_single(single)
+        if parsed is not None:
+            return parsed
+        log.debug("ignoring malformed b3 header %r", single)
+    parsed = _parse_multi(lookup)
+    if parsed is None:
+        log.debug("ignoring malformed X-B3 headers")
+        return EMPTY
+    return parsed
+
+
+def _first_values(headers: Mapping[str, str] | MultiMapping[str]) -> dict[str, str]:
+    wanted = {name.lower() for name in B3_HEADERS}
+    found: dict[str, str] = {}
+    for name, value in headers.items():
+        key = name.lower()
+        if key in wanted and key not in found:
+            found[key] = value
+    return found
+
+
+def _parse_single(value: str) -> Extracted | None:
+    if value in ("0", "1", "d"):
+        # A sampling decision without identifiers.
+        return Extracted(context=None, sampled=value != "0", debug=value == "d")
+    parts = value.split("-")
+    if not 2 <= len(parts) <= 4:
+        return None
+    trace_id, span_id = parts[0], parts[1]
+    if not (is_valid_trace_id(trace_id) and is_valid_span_id(span_id)):
+        return None
+    sampled: bool | None = None
+    debug = False
+    if len(parts) >= 3:
+        state = parts[2]
+        if state == "d":
+            sampled, debug = True, True
+        elif state in ("0", "1"):
+            sampled = state == "1"
+        else:
+            return None
+    parent_id: str | None = None
+    if len(parts) == 4:
+        parent_id = parts[3]
+        if not is_valid_span_id(parent_id):
+            return None
+    context = TraceContext(
+        trace_id=trace_id,
+        parent_id=parent_id,
+        span_id=span_id,
+        sampled=sampled,
+        debug=debug,
+        shared=False,
+    )
+    return Extracted(context=context, sampled=sampled, debug=debug)
+
+
+def _parse_multi(lookup: dict[str, str]) -> Extracted | None:
+    # Debug is X-B3-Flags: 1; "absent or any other value can be ignored".
+    debug = lookup.get(FLAGS.lower()) == "1"
+    raw_sampled = lookup.get(SAMPLED.lower())
+    sampled: bool | None
+    if raw_sampled is None:
+        sampled = None
+    elif raw_sampled in ("0", "1"):
+        sampled = raw_sampled == "1"
+    else:
+        # Empty values and words such as "true" are malformed: the spec encodes 1 and 0 only.
+        return None
+    if debug:
+        sampled = True
+
+    trace_id = lookup.get(TRACE_ID.lower())
+    span_id = lookup.get(SPAN_ID.lower())
+    parent_id = lookup.get(PARENT_SPAN_ID.lower())
+    if trace_id is None and span_id is None and parent_id is None:
+        return Extracted(context=None, sampled=sampled, debug=debug)
+    if trace_id is None or span_id is None:
+        return None  # partial identifiers
+    if not (is_valid_trace_id(trace_id) and is_valid_span_id(span_id)):
+        return None
+    if parent_id is not None and not is_valid_span_id(parent_id):
+        return None
+    context = TraceContext(
+        trace_id=trace_id,
+        parent_id=parent_id,
+        span_id=span_id,
+        sampled=sampled,
+        debug=debug,
+        shared=False,
+    )
+    return Extracted(context=context, sampled=sampled, debug=debug)
