@@ -1,5 +1,42 @@
-"""Zipkin tracing for the aiohttp client."""
+"""Zipkin tracing for the aiohttp client.
 
+>>> import aiohttp, aiozipkin_client
+>>> async def main(tracer):                                                 # doctest: +SKIP
+...     config = aiozipkin_client.make_trace_config(tracer)
+...     async with aiohttp.ClientSession(trace_configs=[config]) as session:
+...         await session.get("http://inventory.internal/items")
+"""
+
+from ._context import use_span
+from .client import make_trace_config
+from .parsers import (
+    DEFAULT_SENSITIVE_QUERY_PARAMS,
+    HttpRequestParser,
+    RequestParser,
+    RequestView,
+    ResponseParser,
+    ResponseView,
+    SpanCustomizer,
+    default_request_parser,
+    default_response_parser,
+    redact_url,
+)
 from .propagation import B3Format
+from .sampling import RequestSampler
 
-__all__ = ("B3Format",)
+__all__ = (
+    "DEFAULT_SENSITIVE_QUERY_PARAMS",
+    "B3Format",
+    "HttpRequestParser",
+    "RequestParser",
+    "RequestSampler",
+    "RequestView",
+    "ResponseParser",
+    "ResponseView",
+    "SpanCustomizer",
+    "default_request_parser",
+    "default_response_parser",
+    "make_trace_config",
+    "redact_url",
+    "use_span",
+)

@@ -1,0 +1,32 @@
+"""Assertions shared by the conformance tests: spans against parents and received headers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiozipkin.helpers import TraceContext
+
+from .servers import Received
+
+__all__ = ("assert_client_span", "assert_propagated")
+
+
+def assert_client_span(span: dict[str, Any], parent: TraceContext | None) -> None:
+    """A CLIENT span, child of ``parent`` (same trace), or the root of a new trace."""
+    assert span["kind"] == "CLIENT"
+    assert len(span["id"]) == 16
+    if parent is None:
+        assert "parentId" not in span
+        assert len(span["traceId"]) == 32
+    else:
+        assert span["traceId"] == parent.trace_id
+        assert span["parentId"] == parent.span_id
+        assert span["id"] != parent.span_id
+
+
+def assert_propagated(received: Received, span: dict[str, Any], *, sampled: str = "1") -> None:
+    """The server received exactly this span's ids in B3 multi headers, spec-exact."""
+    expected = {"x-b3-traceid": span["traceId"], "x-b3-spanid": span["id"], "x-b3-sampled": sampled}
+    if "parentId" in span:
+        expected["x-b3-parentspanid"] = span["parentId"]
+    assert received.b3() == expected

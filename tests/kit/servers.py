@@ -1,0 +1,123 @@
+"""Real aiohttp servers on 127.0.0.1 (random ports) that record what actually arrived."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+__all__ = ("Backend", "Received", "refused_url", "start_app")
+
+
+@dataclass(frozen=True)
+class Received:
+    """One request as the server saw it."""
+
+    method: str
+    path: str
+    query: str
+    headers: CIMultiDictProxy[str]
+    body: bytes
+
+    def b3(self) -> dict[str, str]:
+        """The B3 headers that arrived, by lowercase name; repeated headers fail the test."""
+        found: dict[str, str] = {}
+        for name, value in self.headers.items():
+            key = name.lower()
+            if key == "b3" or key.startswith("x-b3-"):
+                assert key not in found, f"header {name} arrived twice: {self.headers}"
+                found[key] = value
+        return found
+
+
+@asynccontextmanager
+async def start_app(app: web.Application, host: str = "127.0.0.1") -> AsyncIterator[URL]:
+    """Serve ``app`` on a random port of ``host``; yields its base URL."""
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield URL.build(scheme="http", host=host, port=port)
+    finally:
+        await runner.cleanup()
+
+
+@dataclass
+class Backend:
+    """A server with the routes the conformance tests need; it records every request.
+
+    ``/ok``: 200 "ok". ``/status/{code}``: that status. ``/redirect/{n}``: redirect n more times
+    then land on ``/ok``. ``/redirect-to?url=...``: one redirect to an absolute URL. ``/slow``:
+    answers after ``slow_seconds``. ``/echo``: returns the body.
+    """
+
+    url: URL = field(default_factory=lambda: URL("http://127.0.0.1"))
+    received: list[Received] = field(default_factory=list)
+    slow_seconds: float = 5.0
+    hook: Callable[[web.Request], Awaitable[None]] | None = None
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("*", "/ok", self._ok)
+        app.router.add_route("*", "/status/{code}", self._status)
+        app.router.add_route("*", "/redirect/{n}", self._redirect)
+        app.router.add_route("*", "/redirect-to", self._redirect_to)
+        app.router.add_route("*", "/slow", self._slow)
+        app.router.add_route("*", "/echo", self._echo)
+        return app
+
+    async def _record(self, request: web.Request) -> None:
+        body = await request.read()
+        headers = CIMultiDictProxy(CIMultiDict(request.headers))
+        self.received.append(
+            Received(request.method, request.path, request.query_string, headers, body)
+        )
+        if self.hook is not None:
+            await self.hook(request)
+
+    def take_one(self) -> Received:
+        assert len(self.received) == 1, f"expected one request, got {self.received}"
+        return self.received.pop()
+
+    async def _ok(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        return web.Response(text="ok")
+
+    async def _status(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        return web.Response(status=int(request.match_info["code"]), text="status")
+
+    async def _redirect(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        remaining = int(request.match_info["n"]) - 1
+        target = "/ok" if remaining <= 0 else f"/redirect/{remaining}"
+        raise web.HTTPFound(target)
+
+    async def _redirect_to(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        raise web.HTTPFound(request.query["url"])
+
+    async def _slow(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        await asyncio.sleep(self.slow_seconds)
+        return web.Response(text="slow")
+
+    async def _echo(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        return web.Response(body=self.received[-1].body)
+
+
+async def refused_url() -> URL:
+    """A 127.0.0.1 URL on a port that was just free: connecting to it is refused."""
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+    return URL.build(scheme="http", host="127.0.0.1", port=port, path="/ok")
