@@ -39,6 +39,7 @@ async def backend() -> AsyncIterator[Backend]:
     async with start_app(backend.app()) as url:
         backend.url = url
         yield backend
+        backend.released.set()
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -55,13 +55,15 @@ class Backend:
 
     ``/ok``: 200 "ok". ``/status/{code}``: that status. ``/redirect/{n}``: redirect n more times
     then land on ``/ok``. ``/redirect-to?url=...``: one redirect to an absolute URL. ``/slow``:
-    answers after ``slow_seconds``. ``/echo``: returns the body.
+    answers after ``slow_seconds`` or once ``released`` is set. ``/echo``: returns the body.
     """
 
     url: URL = field(default_factory=lambda: URL("http://127.0.0.1"))
     received: list[Received] = field(default_factory=list)
     slow_seconds: float = 5.0
     hook: Callable[[web.Request], Awaitable[None]] | None = None
+    #: Set to let every pending ``/slow`` answer at once (so shutdown never waits).
+    released: asyncio.Event = field(default_factory=asyncio.Event)
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -106,7 +108,8 @@ class Backend:
 
     async def _slow(self, request: web.Request) -> web.Response:
         await self._record(request)
-        await asyncio.sleep(self.slow_seconds)
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self.released.wait(), self.slow_seconds)
         return web.Response(text="slow")
 
     async def _echo(self, request: web.Request) -> web.Response:

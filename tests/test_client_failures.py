@@ -1,0 +1,171 @@
+"""Do no harm: failures, timeouts and cancellation end the span once, and the caller sees
+exactly what aiohttp would have given it without tracing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import aiozipkin
+import pytest
+from aiohttp import web
+from aiozipkin.record import Record
+from aiozipkin.sampler import Sampler
+from aiozipkin.transport import Transport
+
+import aiozipkin_client
+from tests.kit.assertions import assert_propagated
+from tests.kit.recorder import SpanRecorder
+from tests.kit.servers import Backend, refused_url, start_app
+
+
+@pytest.fixture
+async def session(make_session: Any) -> aiohttp.ClientSession:
+    s: aiohttp.ClientSession = make_session()
+    return s
+
+
+async def test_timeout_reaches_caller_and_ends_the_span_with_an_error(
+    session: aiohttp.ClientSession, backend: Backend, recorder: SpanRecorder
+) -> None:
+    backend.slow_seconds = 5.0
+
+    with pytest.raises(asyncio.TimeoutError) as raised:
+        await session.get(backend.url / "slow", timeout=aiohttp.ClientTimeout(total=0.2))
+
+    span = recorder.take_one()
+    assert span["tags"]["error"].startswith(type(raised.value).__name__)
+    assert "http.status_code" not in span["tags"]
+    assert_propagated(backend.take_one(), span)
+
+
+async def test_cancellation_is_respected_and_recorded(
+    session: aiohttp.ClientSession, backend: Backend, recorder: SpanRecorder
+) -> None:
+    arrived = asyncio.Event()
+
+    async def hook(request: web.Request) -> None:
+        arrived.set()
+
+    backend.hook = hook
+    task = asyncio.create_task(session.get(backend.url / "slow"))
+    await asyncio.wait_for(arrived.wait(), 5)
+    task.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    span = recorder.take_one()
+    assert span["tags"]["error"] == "CancelledError"
+    assert_propagated(backend.take_one(), span)
+
+
+async def test_too_many_redirects_is_the_error_of_the_last_redirect(
+    session: aiohttp.ClientSession, backend: Backend, recorder: SpanRecorder
+) -> None:
+    with pytest.raises(aiohttp.TooManyRedirects):
+        await session.get(backend.url / "redirect" / "5", max_redirects=2)
+
+    first, second = recorder.take(2)
+    assert [first["tags"]["http.path"], second["tags"]["http.path"]] == [
+        "/redirect/5",
+        "/redirect/4",
+    ]
+    assert "error" not in first["tags"]
+    assert second["tags"]["http.status_code"] == "302"
+    assert second["tags"]["error"].startswith("TooManyRedirects")
+    assert len(backend.received) == 2
+
+
+async def test_redirect_without_location_is_one_span(
+    session: aiohttp.ClientSession, backend: Backend, recorder: SpanRecorder
+) -> None:
+    async with session.get(backend.url / "status" / "302") as resp:
+        assert resp.status == 302
+
+    span = recorder.take_one()
+    assert span["tags"]["http.status_code"] == "302"
+    assert "error" not in span["tags"]
+    assert_propagated(backend.take_one(), span)
+
+
+async def test_redirect_to_a_refused_port_fails_on_the_second_hop(
+    session: aiohttp.ClientSession, backend: Backend, recorder: SpanRecorder
+) -> None:
+    target = await refused_url()
+
+    with pytest.raises(aiohttp.ClientConnectorError):
+        await session.get((backend.url / "redirect-to").with_query(url=str(target)))
+
+    first, second = recorder.take(2)
+    assert first["tags"]["http.status_code"] == "302"
+    assert "error" not in first["tags"]
+    assert second["tags"]["http.url"] == str(target)
+    assert second["tags"]["error"].startswith("ClientConnectorError: ")
+    assert second["traceId"] == first["traceId"]
+    backend.take_one()
+
+
+class ExplodingTransport(SpanRecorder):
+    """A transport whose send() fails: a broken reporter must not break requests."""
+
+    def send(self, record: Record) -> None:
+        raise RuntimeError("transport exploded")
+
+
+async def test_a_failing_reporter_never_changes_the_request(
+    backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    transport = ExplodingTransport()
+    tracer = aiozipkin.Tracer(transport, Sampler(sample_rate=1.0), aiozipkin.create_endpoint("a"))
+    config = aiozipkin_client.make_trace_config(tracer)
+    async with aiohttp.ClientSession(trace_configs=[config]) as session:
+        async with session.get(backend.url / "redirect" / "1") as resp:
+            assert resp.status == 200
+            assert await resp.text() == "ok"
+        with pytest.raises(aiohttp.ClientConnectorError):
+            await session.get(await refused_url())
+
+    assert caplog.text.count("transport exploded") >= 3
+    assert len(backend.received) == 2
+    # aiozipkin drops the record from its table before calling the transport: nothing leaks.
+    assert tracer._records == {}
+
+
+@pytest.fixture
+async def collector() -> AsyncIterator[tuple[Any, list[tuple[dict[str, str], bytes]]]]:
+    posts: list[tuple[dict[str, str], bytes]] = []
+
+    async def spans(request: web.Request) -> web.Response:
+        posts.append((dict(request.headers), await request.read()))
+        return web.Response(status=202)
+
+    app = web.Application()
+    app.router.add_post("/api/v2/spans", spans)
+    async with start_app(app) as url:
+        yield url / "api" / "v2" / "spans", posts
+
+
+async def test_requests_to_the_tracers_collector_are_never_traced(
+    collector: tuple[Any, list[tuple[dict[str, str], bytes]]],
+) -> None:
+    url, posts = collector
+    transport = Transport(str(url), send_interval=0.01)
+    tracer = aiozipkin.Tracer(transport, Sampler(sample_rate=1.0), aiozipkin.create_endpoint("a"))
+    config = aiozipkin_client.make_trace_config(tracer)
+    try:
+        async with (
+            aiohttp.ClientSession(trace_configs=[config]) as session,
+            session.post(url, json=[]) as resp,
+        ):
+            assert resp.status == 202
+    finally:
+        await tracer.close()
+
+    # Our own post arrived with no trace headers, and no span about it was ever posted.
+    headers, body = posts[0]
+    assert body == b"[]"
+    assert not any(name.lower().startswith("x-b3-") for name in headers)
+    assert [body for _, body in posts] == [b"[]"]
