@@ -1,0 +1,117 @@
+"""Validation of Zipkin v2 spans against the published API spec, plus the rules it states in prose.
+
+The schema comes from ``shared/specs/zipkin2-api.yaml`` (beside the repository). Its swagger 2.0
+``definitions`` are JSON-schema draft 4, so they are checked with ``jsonschema``'s Draft 4
+validator and a format checker (``ipv4``, ``ipv6``).
+
+The schema alone is lenient where the spec's text is not: its ``pattern`` keywords are not
+anchored (``"[a-f0-9]{16}"`` matches inside any longer string) and it cannot say "not all zeros",
+"lower-case" or "not zero". :func:`validate_spans` adds those rules by default (``strict=True``),
+each quoting the spec, because a strict collector enforces them too.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from functools import cache
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+from jsonschema import Draft4Validator
+
+__all__ = ("SCHEMA_PATH", "SpanValidationError", "strict_problems", "validate_spans")
+
+#: ``<repo>/../shared/specs/zipkin2-api.yaml``: CI clones the repository with ``shared`` beside it.
+SCHEMA_PATH: Final = Path(__file__).resolve().parents[3] / "shared" / "specs" / "zipkin2-api.yaml"
+
+_TRACE_ID: Final = re.compile(r"(?:[0-9a-f]{16}){1,2}")
+_SPAN_ID: Final = re.compile(r"[0-9a-f]{16}")
+
+
+class SpanValidationError(AssertionError):
+    """A list of spans that a strict Zipkin collector would refuse; the message lists why."""
+
+
+@cache
+def _validator() -> Draft4Validator:
+    if not SCHEMA_PATH.is_file():
+        raise FileNotFoundError(
+            f"Zipkin API spec not found at {SCHEMA_PATH}: the tests expect the 'shared' "
+            "directory (with specs/zipkin2-api.yaml) beside the repository checkout"
+        )
+    spec = yaml.safe_load(SCHEMA_PATH.read_text(encoding="utf-8"))
+    schema = {"$ref": "#/definitions/ListOfSpans", "definitions": spec["definitions"]}
+    Draft4Validator.check_schema(schema)
+    return Draft4Validator(schema, format_checker=Draft4Validator.FORMAT_CHECKER)
+
+
+def validate_spans(spans: object, *, strict: bool = True) -> None:
+    """Raise :class:`SpanValidationError` unless ``spans`` is a valid ``ListOfSpans``.
+
+    ``spans`` is the decoded JSON body (a list of span dicts). With ``strict`` (the default) the
+    rules the spec states only in prose are enforced as well: see :func:`strict_problems`.
+
+    >>> validate_spans([{"traceId": "5af7183fb1d4cf5f", "id": "352bff9a74ca9ad2"}])
+    """
+    problems = [
+        f"{'/'.join(str(part) for part in error.absolute_path) or '<body>'}: {error.message}"
+        for error in _validator().iter_errors(spans)
+    ]
+    if strict and isinstance(spans, list):
+        problems.extend(strict_problems(spans))
+    if problems:
+        raise SpanValidationError("invalid Zipkin v2 spans:\n  " + "\n  ".join(problems))
+
+
+def strict_problems(spans: Sequence[Any]) -> list[str]:
+    """What a strict collector refuses in ``spans`` beyond the schema's keywords."""
+    problems: list[str] = []
+    for index, span in enumerate(spans):
+        if isinstance(span, Mapping):
+            problems.extend(f"{index}/{problem}" for problem in _span_problems(span))
+    return problems
+
+
+def _span_problems(span: Mapping[str, Any]) -> Iterable[str]:
+    # "Encoded as 16 or 32 lowercase hex characters"; an all-zero id means "no id" in B3.
+    for field, pattern in (("traceId", _TRACE_ID), ("id", _SPAN_ID), ("parentId", _SPAN_ID)):
+        value = span.get(field)
+        if isinstance(value, str) and not (pattern.fullmatch(value) and value.strip("0")):
+            yield f"{field}: {value!r} is not lower-hex of the right length, or is all zeros"
+    name = span.get("name")
+    # "The logical operation this span represents in lowercase ... Leave absent if unknown."
+    if isinstance(name, str) and (name != name.lower() or not name.strip()):
+        yield f"name: {name!r} is not a non-empty lowercase name"
+    if name == "unknown":
+        yield "name: 'unknown' is aiozipkin's placeholder; leave the name absent instead"
+    for field in ("localEndpoint", "remoteEndpoint"):
+        endpoint = span.get(field)
+        if isinstance(endpoint, Mapping):
+            yield from (f"{field}/{problem}" for problem in _endpoint_problems(endpoint))
+    # Absent rather than empty, and flags only when true: what Zipkin itself writes.
+    if span.get("annotations") == []:
+        yield "annotations: empty list; omit the field"
+    if span.get("tags") == {}:
+        yield "tags: empty map; omit the field"
+    for flag in ("debug", "shared"):
+        if span.get(flag) is False:
+            yield f"{flag}: false; omit the field"
+    annotations = span.get("annotations")
+    if isinstance(annotations, list):
+        for position, annotation in enumerate(annotations):
+            if isinstance(annotation, Mapping) and annotation.get("value") == "":
+                yield f"annotations/{position}/value: empty"
+
+
+def _endpoint_problems(endpoint: Mapping[str, Any]) -> Iterable[str]:
+    if not endpoint:
+        yield "empty endpoint; omit the field"
+    service_name = endpoint.get("serviceName")
+    # "Lower-case label of this node in the service graph ... Leave absent if unknown."
+    if isinstance(service_name, str) and (service_name != service_name.lower() or not service_name):
+        yield f"serviceName: {service_name!r} is not a non-empty lowercase label"
+    # "Absent if unknown. Please don't set to zero."
+    if endpoint.get("port") == 0:
+        yield "port: 0; omit the field"
