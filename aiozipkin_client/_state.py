@@ -4,15 +4,21 @@ A request is one call to ``session.request()``; it has one or more *hops* (HTTP 
 first request and one per followed redirect). Each recorded hop becomes one CLIENT span. Hops
 collect their data here and are turned into an aiozipkin span only when they end, so nothing is
 ever registered in the tracer's table of unfinished spans while the request is in flight.
+
+Everything a hop keeps is bounded: a fixed set of fields, one annotation per event kind (a
+connection phase can repeat only as often as aiohttp retries it), and counters instead of
+per-chunk records.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from time import time
 from types import SimpleNamespace
 
 from aiozipkin.helpers import TraceContext
 
+from .annotations import Phase
 from .parsers import RequestView
 
 __all__ = ("Hop", "RequestState", "TraceConfigContext")
@@ -27,25 +33,50 @@ class Hop:
     __slots__ = (
         "active",
         "annotations",
+        "body_bytes",
+        "body_first",
+        "body_last",
+        "children",
+        "closed",
         "context",
         "end",
+        "headers_sent",
+        "phase_starts",
+        "phase_totals",
+        "recording",
+        "reported",
         "request",
         "span_name",
         "start",
         "tags",
+        "unwatch",
     )
 
     def __init__(self, context: TraceContext, request: RequestView, start: float) -> None:
         self.context = context
         self.request = request
         self.start = start
-        self.end: float | None = None
+        self.recording = bool(context.sampled)
         # A redirect hop is prepared (ids allocated, headers injected) before aiohttp sends it;
         # it becomes active once aiohttp starts connecting for it.
         self.active = False
+        self.headers_sent = False
+        # closed: the exchange is over (end is set); reported: handed to the tracer.
+        self.closed = False
+        self.reported = False
+        self.end: float | None = None
         self.span_name: str | None = None
         self.tags: dict[str, str] = {}
         self.annotations: list[tuple[float, str]] = []
+        self.phase_starts: dict[Phase, float] = {}
+        self.phase_totals: dict[Phase, float] = {}
+        # (phase, start, end) for connection_phases="spans".
+        self.children: list[tuple[Phase, float, float]] = []
+        self.body_bytes = 0
+        self.body_first: float | None = None
+        self.body_last: float | None = None
+        # Detaches the callbacks that wait for the response body to end.
+        self.unwatch: Callable[[], None] | None = None
 
     # SpanCustomizer
     def name(self, name: str) -> None:
@@ -54,8 +85,32 @@ class Hop:
     def tag(self, key: str, value: str) -> None:
         self.tags[key] = value
 
-    def annotate(self, value: str) -> None:
-        self.annotations.append((time(), value))
+    def annotate(self, value: str, timestamp: float | None = None) -> None:
+        self.annotations.append((time() if timestamp is None else timestamp, value))
+
+    # Connection phases
+    def phase_start(self, phase: Phase, now: float, as_annotations: bool) -> None:
+        self.phase_starts[phase] = now
+        if as_annotations:
+            self.annotate(phase.start, now)
+
+    def phase_end(self, phase: Phase, now: float, as_annotations: bool) -> None:
+        started = self.phase_starts.pop(phase, None)
+        if started is None:
+            return  # an end without its start: nothing to measure
+        total = self.phase_totals.get(phase, 0.0) + (now - started)
+        self.phase_totals[phase] = total
+        self.tags[phase.duration_tag] = f"{total * 1000:.3f}"
+        if as_annotations:
+            self.annotate(phase.end, now)
+        else:
+            self.children.append((phase, started, now))
+
+    def body_chunk(self, size: int, now: float) -> None:
+        if self.body_first is None:
+            self.body_first = now
+        self.body_last = now
+        self.body_bytes += size
 
 
 class RequestState:
@@ -68,11 +123,12 @@ class RequestState:
         self.propagate = propagate
         # True once this package wrote B3 headers into the request's headers.
         self.injected = False
-        # The hop in flight (or prepared, after a redirect).
+        # The hop in flight, prepared (after a redirect) or waiting for its response body.
         self.hop: Hop | None = None
         # A redirected hop whose span waits for the next hop to start: if the request fails
         # before that (too many redirects, a bad Location), the error belongs to it.
         self.previous: Hop | None = None
+        # aiohttp sent on_request_end or on_request_exception.
         self.ended = False
 
 

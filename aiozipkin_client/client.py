@@ -10,6 +10,7 @@ here (or in a user's parser) never changes what the request returns or raises.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import ipaddress
 import logging
@@ -18,10 +19,10 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from time import time
 from types import SimpleNamespace
-from typing import Final, TypeVar
+from typing import Final, Literal, TypeVar
 
 import aiohttp
-from aiohttp import ClientResponse, ClientResponseError, hdrs
+from aiohttp import ClientConnectionError, ClientResponse, ClientResponseError, hdrs
 from aiozipkin.helpers import CLIENT, TraceContext
 from aiozipkin.tracer import Tracer
 from aiozipkin.utils import generate_random_64bit_string, generate_random_128bit_string
@@ -30,6 +31,27 @@ from yarl import URL
 
 from ._context import current_context, to_context
 from ._state import Hop, RequestState, TraceConfigContext
+from .annotations import (
+    BODY_RECEIVED,
+    CONNECT,
+    CONNECTION_LOST,
+    CONNECTION_REUSED,
+    DNS,
+    DNS_CACHE,
+    DNS_CACHE_HIT,
+    DNS_CACHE_MISS,
+    QUEUE,
+    REDIRECT,
+    REQUEST_BODY_END,
+    REQUEST_BODY_START,
+    REQUEST_SIZE,
+    RESPONSE_RELEASED,
+    RESPONSE_SIZE,
+    RETRY,
+    REUSED,
+    WIRE_RECEIVE,
+    WIRE_SEND,
+)
 from .parsers import (
     ERROR,
     RequestParser,
@@ -54,6 +76,26 @@ HostFilter = Collection[str] | Callable[[URL], bool]
 
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 
+#: Every client signal aiohttp 3.14 sends; ClientTracing has a method of the same name for each.
+SIGNALS: Final = (
+    "on_request_start",
+    "on_request_redirect",
+    "on_request_headers_sent",
+    "on_request_chunk_sent",
+    "on_response_chunk_received",
+    "on_request_end",
+    "on_request_exception",
+    "on_connection_queued_start",
+    "on_connection_queued_end",
+    "on_connection_create_start",
+    "on_connection_create_end",
+    "on_connection_reuseconn",
+    "on_dns_resolvehost_start",
+    "on_dns_resolvehost_end",
+    "on_dns_cache_hit",
+    "on_dns_cache_miss",
+)
+
 
 @dataclass(frozen=True, slots=True)
 class ClientSettings:
@@ -66,6 +108,7 @@ class ClientSettings:
     sampler: RequestSampler | None
     request_parser: RequestParser
     response_parser: ResponseParser
+    connection_phases: Literal["annotations", "spans"]
 
 
 _Params = TypeVar("_Params")
@@ -97,6 +140,7 @@ class ClientTracing:
     def __init__(self, tracer: Tracer, settings: ClientSettings) -> None:
         self._tracer = tracer
         self._settings = settings
+        self._annotate_phases = settings.connection_phases == "annotations"
         # Read once: aiozipkin keeps its sampler private, but it is the tracer's policy for
         # new traces and we must honour it rather than invent our own.
         self._tracer_sampler = tracer._sampler
@@ -140,7 +184,10 @@ class ClientTracing:
             return
         now = time()
         ended = state.hop
-        self._end_hop(ended, now, params.response, None)
+        if ended.recording:
+            ended.annotate(WIRE_RECEIVE, now)
+            ended.annotate(REDIRECT, now)
+        self._close_hop(ended, now, params.response, None)
         self._report_previous(state)
         state.previous = ended
         target = redirect_target(params.method, params.url, params.response)
@@ -158,7 +205,29 @@ class ClientTracing:
     def on_request_headers_sent(
         self, ctx: TraceConfigContext, params: aiohttp.TraceRequestHeadersSentParams
     ) -> None:
-        self._activate(ctx.state)
+        hop = self._activate(ctx.state)
+        if hop is not None:
+            hop.headers_sent = True
+            hop.annotate(WIRE_SEND)
+
+    @_signal
+    def on_request_chunk_sent(
+        self, ctx: TraceConfigContext, params: aiohttp.TraceRequestChunkSentParams
+    ) -> None:
+        # Runs in aiohttp's body-writer task, which may outlive the response headers.
+        hop = live_hop(ctx.state)
+        if hop is not None:
+            hop.body_chunk(len(params.chunk), time())
+
+    @_signal
+    def on_response_chunk_received(
+        self, ctx: TraceConfigContext, params: aiohttp.TraceResponseChunkReceivedParams
+    ) -> None:
+        # aiohttp sends this from read() once the whole body is in, which is after the
+        # stream's end-of-body callback closed the span: then it is dropped here.
+        hop = live_hop(ctx.state)
+        if hop is not None:
+            hop.annotate(BODY_RECEIVED)
 
     @_signal
     def on_request_end(
@@ -169,13 +238,18 @@ class ClientTracing:
             return
         state.ended = True
         hop = state.hop
-        if hop is not None and hop.active:
-            self._end_hop(hop, time(), params.response, None)
-            self._report(hop)
-        # else: the last redirect had no Location and aiohttp returned that 3xx response: the
-        # prepared hop was never sent, and the response belongs to the previous hop.
+        if hop is None or not hop.active:
+            # The last redirect had no Location and aiohttp returned that 3xx response: the
+            # prepared hop was never sent, and the response belongs to the previous hop.
+            state.hop = None
+            self._report_previous(state)
+            return
         self._report_previous(state)
-        state.hop = None
+        if not hop.recording:
+            state.hop = None
+            return
+        hop.annotate(WIRE_RECEIVE)
+        self._watch_body(state, hop, params.response)
 
     @_signal
     def on_request_exception(
@@ -187,15 +261,17 @@ class ClientTracing:
         state.ended = True
         now = time()
         hop = state.hop
+        state.hop = None
         if hop is not None and hop.active:
-            self._end_hop(hop, now, None, params.exception)
+            self._close_hop(hop, now, None, params.exception)
             self._report(hop)
         elif state.previous is not None:
             # Failed between a redirect response and the next hop's first byte (too many
             # redirects, a Location that is not a URL): the error belongs to the redirect.
-            self._end_hop(state.previous, now, None, params.exception)
+            state.previous.end = now
+            if state.previous.recording:
+                state.previous.tag(ERROR, error_value(params.exception))
         self._report_previous(state)
-        state.hop = None
 
     # -- connection --------------------------------------------------------------------------
 
@@ -203,55 +279,222 @@ class ClientTracing:
     def on_connection_queued_start(
         self, ctx: TraceConfigContext, params: aiohttp.TraceConnectionQueuedStartParams
     ) -> None:
-        self._activate(ctx.state)
+        hop = self._activate(ctx.state)
+        if hop is not None:
+            self._note_attempt(hop)
+            hop.phase_start(QUEUE, time(), self._annotate_phases)
+
+    @_signal
+    def on_connection_queued_end(
+        self, ctx: TraceConfigContext, params: aiohttp.TraceConnectionQueuedEndParams
+    ) -> None:
+        hop = live_hop(ctx.state)
+        if hop is not None:
+            hop.phase_end(QUEUE, time(), self._annotate_phases)
 
     @_signal
     def on_connection_create_start(
         self, ctx: TraceConfigContext, params: aiohttp.TraceConnectionCreateStartParams
     ) -> None:
-        self._activate(ctx.state)
+        hop = self._activate(ctx.state)
+        if hop is not None:
+            if QUEUE not in hop.phase_starts:
+                self._note_attempt(hop)
+            hop.tags[REUSED] = "false"
+            hop.phase_start(CONNECT, time(), self._annotate_phases)
+
+    @_signal
+    def on_connection_create_end(
+        self, ctx: TraceConfigContext, params: aiohttp.TraceConnectionCreateEndParams
+    ) -> None:
+        hop = live_hop(ctx.state)
+        if hop is not None:
+            hop.phase_end(CONNECT, time(), self._annotate_phases)
 
     @_signal
     def on_connection_reuseconn(
         self, ctx: TraceConfigContext, params: aiohttp.TraceConnectionReuseconnParams
     ) -> None:
-        self._activate(ctx.state)
+        hop = self._activate(ctx.state)
+        if hop is not None:
+            self._note_attempt(hop)
+            hop.tags[REUSED] = "true"
+            hop.annotate(CONNECTION_REUSED)
+
+    # -- DNS: these may run in aiohttp's resolver task, even after the request ended ---------
+
+    @_signal
+    def on_dns_resolvehost_start(
+        self, ctx: TraceConfigContext, params: aiohttp.TraceDnsResolveHostStartParams
+    ) -> None:
+        hop = live_hop(ctx.state)
+        if hop is not None:
+            hop.phase_start(DNS, time(), self._annotate_phases)
+
+    @_signal
+    def on_dns_resolvehost_end(
+        self, ctx: TraceConfigContext, params: aiohttp.TraceDnsResolveHostEndParams
+    ) -> None:
+        hop = live_hop(ctx.state)
+        if hop is not None:
+            hop.phase_end(DNS, time(), self._annotate_phases)
+
+    @_signal
+    def on_dns_cache_hit(
+        self, ctx: TraceConfigContext, params: aiohttp.TraceDnsCacheHitParams
+    ) -> None:
+        hop = live_hop(ctx.state)
+        if hop is not None:
+            hop.tags[DNS_CACHE] = "hit"
+            hop.annotate(DNS_CACHE_HIT)
+
+    @_signal
+    def on_dns_cache_miss(
+        self, ctx: TraceConfigContext, params: aiohttp.TraceDnsCacheMissParams
+    ) -> None:
+        hop = live_hop(ctx.state)
+        if hop is not None:
+            hop.tags[DNS_CACHE] = "miss"
+            hop.annotate(DNS_CACHE_MISS)
 
     # -- hops --------------------------------------------------------------------------------
 
     def _start_hop(self, context: TraceContext, request: RequestView, now: float) -> Hop:
         hop = Hop(context, request, now)
-        if context.sampled:
+        if hop.recording:
             try:
                 self._settings.request_parser(request, hop)
             except Exception:
                 log.exception("request_parser failed; the span keeps what it had")
         return hop
 
-    def _activate(self, state: RequestState | None) -> None:
-        """The prepared hop is really being sent: the redirect before it is complete."""
-        if state is None or state.ended or state.hop is None or state.hop.active:
-            return
-        state.hop.active = True
-        self._report_previous(state)
+    def _activate(self, state: RequestState | None) -> Hop | None:
+        """A connection attempt or the headers show the prepared hop is really being sent.
 
-    def _end_hop(
+        Returns the hop when it is being recorded.
+        """
+        if state is None or state.ended or state.hop is None:
+            return None
+        hop = state.hop
+        if not hop.active:
+            hop.active = True
+            self._report_previous(state)
+        return hop if hop.recording and not hop.closed else None
+
+    @staticmethod
+    def _note_attempt(hop: Hop) -> None:
+        # A new connection attempt after the headers went out: aiohttp is retrying on a fresh
+        # connection because the pooled one was dead.
+        if hop.headers_sent:
+            hop.headers_sent = False
+            hop.annotate(RETRY)
+
+    def _watch_body(self, state: RequestState, hop: Hop, response: ClientResponse) -> None:
+        """Keep the span open until the response body is complete, released, or lost."""
+        content = response.content
+        if response.status == 101 or content.is_eof():
+            # Nothing more to wait for (no body, or a protocol upgrade handed the connection
+            # over to a WebSocket whose lifetime is not this exchange's).
+            self._end_body(state, hop, response, None)
+            return
+        connection = response.connection
+        protocol = connection.protocol if connection is not None else None
+        lost: asyncio.Future[None] | None = getattr(protocol, "closed", None)
+
+        status, headers = response.status, response.headers
+        # The callbacks keep the status, headers and body stream, never the response itself, so
+        # a response the caller drops can still be collected (and release its connection).
+
+        def on_eof() -> None:
+            self._end_body(state, hop, (status, headers, content), None)
+
+        def on_release() -> None:
+            # aiohttp releases the connection from its own end-of-body callback, which runs
+            # before ours: a release at EOF is the body completing, not the caller letting go.
+            early = None if content.is_eof() else RESPONSE_RELEASED
+            self._end_body(state, hop, (status, headers, content), early)
+
+        def on_lost(_: object) -> None:
+            self._end_body(state, hop, (status, headers, content), CONNECTION_LOST)
+
+        def unwatch() -> None:
+            # A keep-alive connection outlives this request: leave nothing behind on it.
+            if lost is not None:
+                lost.remove_done_callback(on_lost)
+
+        hop.unwatch = unwatch
+        if connection is None:
+            self._end_body(state, hop, response, RESPONSE_RELEASED)
+            return
+        if isinstance(lost, asyncio.Future) and not lost.done():
+            lost.add_done_callback(on_lost)
+        else:
+            lost = None
+        connection.add_callback(on_release)
+        content.on_eof(on_eof)
+
+    def _end_body(
+        self,
+        state: RequestState,
+        hop: Hop,
+        response: ClientResponse | tuple[int, CIMultiDictProxy[str], aiohttp.StreamReader],
+        early: str | None,
+    ) -> None:
+        """The response is over: the body ended, or it never will (released, lost)."""
+        if hop.closed:
+            return
+        if isinstance(response, ClientResponse):
+            status, headers, content = response.status, response.headers, response.content
+        else:
+            status, headers, content = response
+        try:
+            now = time()
+            if hop.unwatch is not None:
+                hop.unwatch()
+                hop.unwatch = None
+            hop.tags[RESPONSE_SIZE] = str(content.total_bytes)
+            error: BaseException | None = None
+            if early is not None:
+                hop.annotate(early, now)
+                failure = content.exception()
+                if failure is not None and not is_plain_release(failure):
+                    error = failure
+                elif early == CONNECTION_LOST:
+                    error = ClientConnectionError(
+                        "connection lost before the response body was complete"
+                    )
+            self._close_hop(hop, now, None, error, status=status, headers=headers)
+            if state.hop is hop:
+                state.hop = None
+            self._report(hop)
+        except Exception:
+            log.exception("aiozipkin_client: ending the span at the response end failed")
+
+    def _close_hop(
         self,
         hop: Hop,
         now: float,
         response: ClientResponse | None,
         error: BaseException | None,
+        *,
+        status: int | None = None,
+        headers: CIMultiDictProxy[str] | None = None,
     ) -> None:
-        hop.end = now
-        if not hop.context.sampled:
+        if hop.closed:
             return
-        status: int | None = None
-        headers: CIMultiDictProxy[str] | None = None
+        hop.closed = True
+        hop.end = now
+        if not hop.recording:
+            return
         if response is not None:
             status, headers = response.status, response.headers
         elif isinstance(error, ClientResponseError) and error.status:
             # raise_for_status: the response arrived; keep its status on the span.
             status = error.status
+        if hop.body_first is not None and hop.body_last is not None:
+            hop.annotate(REQUEST_BODY_START, hop.body_first)
+            hop.annotate(REQUEST_BODY_END, hop.body_last)
+            hop.tags[REQUEST_SIZE] = str(hop.body_bytes)
         if error is not None:
             hop.tag(ERROR, error_value(error))
         view = ResponseView(hop.request, status, headers, error)
@@ -269,10 +512,13 @@ class ClientTracing:
             self._report(previous)
 
     def _report(self, hop: Hop) -> None:
-        """Hand a finished hop to aiozipkin as one CLIENT span, exactly once."""
-        if not hop.context.sampled or hop.end is None:
+        """Hand a finished hop to aiozipkin as one CLIENT span (and its phases), once."""
+        if hop.reported or not hop.recording or hop.end is None:
             return
-        end, hop.end = hop.end, None  # a second call finds nothing to report
+        hop.reported = True
+        if hop.unwatch is not None:
+            hop.unwatch()
+            hop.unwatch = None
         span = self._tracer.to_span(hop.context)
         span.start(hop.start)
         span.kind(CLIENT)
@@ -280,13 +526,32 @@ class ClientTracing:
             span.name(hop.span_name)
         for key, value in hop.tags.items():
             span.tag(key, value)
+        hop.annotations.sort(key=_timestamp)
         for timestamp, value in hop.annotations:
             span.annotate(value, timestamp)
         service, ipv4, ipv6, port = self._remote_endpoint(hop.request.url)
         if service or ipv4 or ipv6 or port:
             span.remote_endpoint(service, ipv4=ipv4, ipv6=ipv6, port=port)
         # finish() hands the record to the transport and drops it from the tracer's table.
-        span.finish(end)
+        span.finish(hop.end)
+        self._report_phases(hop)
+
+    def _report_phases(self, hop: Hop) -> None:
+        """connection_phases="spans": each phase as a child span of the hop's span."""
+        assert hop.end is not None
+        # A phase cut short (cancelled while resolving, say) ends with the hop.
+        unfinished = [(phase, start, hop.end) for phase, start in hop.phase_starts.items()]
+        hop.phase_starts.clear()
+        for phase, start, end in (*hop.children, *(() if self._annotate_phases else unfinished)):
+            context = hop.context._replace(
+                parent_id=hop.context.span_id, span_id=generate_random_64bit_string()
+            )
+            child = self._tracer.to_span(context)
+            child.start(start)
+            child.name(phase.span_name)
+            if (phase, start, end) in unfinished and ERROR in hop.tags:
+                child.tag(ERROR, hop.tags[ERROR])
+            child.finish(end)
 
     def _remote_endpoint(self, url: URL) -> tuple[str | None, str | None, str | None, int | None]:
         service = None
@@ -320,6 +585,25 @@ class ClientTracing:
             # An earlier hop went to an allowed host; this one must not see our ids.
             remove_b3_headers(headers)
             state.injected = False
+
+
+def _timestamp(annotation: tuple[float, str]) -> float:
+    return annotation[0]
+
+
+def live_hop(state: RequestState | None) -> Hop | None:
+    """The request's hop if it is being recorded and still open; else None (drop the event)."""
+    if state is None:
+        return None
+    hop = state.hop
+    if hop is None or hop.closed or not hop.recording:
+        return None
+    return hop
+
+
+def is_plain_release(exc: BaseException) -> bool:
+    """True for the marker aiohttp puts on a body the caller released before reading it."""
+    return type(exc) is ClientConnectionError and str(exc) == "Connection closed"
 
 
 def read_trace_request_ctx(value: object) -> tuple[TraceContext | None, bool]:
@@ -429,6 +713,7 @@ def make_trace_config(
     sampler: RequestSampler | None = None,
     request_parser: RequestParser = default_request_parser,
     response_parser: ResponseParser = default_response_parser,
+    connection_phases: Literal["annotations", "spans"] = "annotations",
 ) -> aiohttp.TraceConfig:
     """Trace every request of a ``ClientSession`` as Zipkin CLIENT spans, with B3 headers.
 
@@ -453,9 +738,16 @@ def make_trace_config(
     * ``sampler``: a function of :class:`RequestView` returning True, False or None (defer to
       the tracer) for requests that start a trace or whose parent deferred the decision.
     * ``request_parser`` / ``response_parser``: set the name and tags (see ``parsers``).
+    * ``connection_phases``: ``"annotations"`` (default) records waiting for a connection, DNS
+      and connecting as start/end annotations on the CLIENT span; ``"spans"`` records each as a
+      child span instead, so they show as bars in the Zipkin UI.
     """
     if not isinstance(b3_format, B3Format):
         raise TypeError(f"b3_format must be a B3Format, not {b3_format!r}")
+    if connection_phases not in ("annotations", "spans"):
+        raise ValueError(
+            f'connection_phases must be "annotations" or "spans", not {connection_phases!r}'
+        )
     exclude = [_url_matcher(pattern) for pattern in exclude_urls]
     collector = _collector_matcher(tracer)
     if collector is not None:
@@ -468,15 +760,10 @@ def make_trace_config(
         sampler=sampler,
         request_parser=request_parser,
         response_parser=response_parser,
+        connection_phases=connection_phases,
     )
     handlers = ClientTracing(tracer, settings)
     trace_config = aiohttp.TraceConfig(trace_config_ctx_factory=TraceConfigContext)
-    trace_config.on_request_start.append(handlers.on_request_start)
-    trace_config.on_request_redirect.append(handlers.on_request_redirect)
-    trace_config.on_request_headers_sent.append(handlers.on_request_headers_sent)
-    trace_config.on_request_end.append(handlers.on_request_end)
-    trace_config.on_request_exception.append(handlers.on_request_exception)
-    trace_config.on_connection_queued_start.append(handlers.on_connection_queued_start)
-    trace_config.on_connection_create_start.append(handlers.on_connection_create_start)
-    trace_config.on_connection_reuseconn.append(handlers.on_connection_reuseconn)
+    for signal_name in SIGNALS:
+        getattr(trace_config, signal_name).append(getattr(handlers, signal_name))
     return trace_config

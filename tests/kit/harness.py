@@ -29,9 +29,19 @@ import aiozipkin_client
 
 from .servers import start_app
 
-__all__ = ("PARENT_MODES", "Harness", "Outcome", "harness_for", "make_context")
+__all__ = (
+    "PARENT_MODES",
+    "SIGNAL_NAMES",
+    "Harness",
+    "Outcome",
+    "harness_for",
+    "make_context",
+)
 
 PARENT_MODES = ("none", "explicit", "implicit", "use_span")
+
+#: The 16 client signals of aiohttp 3.14, read from aiohttp itself rather than typed out.
+SIGNAL_NAMES = tuple(sorted(name for name in dir(aiohttp.TraceConfig) if name.startswith("on_")))
 
 _ids = itertools.count(1)
 

@@ -1,0 +1,458 @@
+"""Every aiohttp client signal, provoked for real, lands on its own request's span.
+
+Each test asserts the exact annotation sequence and the derived tags. Tests synchronise on
+aiohttp's own signals (through an independent observer TraceConfig) or on gates they control,
+never on sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiozipkin.tracer import Tracer
+from yarl import URL
+
+import aiozipkin_client
+from tests.kit.recorder import SpanRecorder
+from tests.kit.servers import Backend, refused_url, start_app
+from tests.kit.signals import GatedResolver, Observer, gated_body_app
+
+MS = re.compile(r"\d+\.\d{3}")
+Factory = Callable[..., aiohttp.ClientSession]
+
+
+def values(span: dict[str, Any]) -> list[str]:
+    """The span's annotation values, in time order (as reported)."""
+    stamps = [a["timestamp"] for a in span.get("annotations", [])]
+    assert stamps == sorted(stamps)
+    return [a["value"] for a in span.get("annotations", [])]
+
+
+@pytest.fixture
+async def sessions(tracer: Tracer) -> AsyncIterator[Factory]:
+    """``sessions(connector=..., observer=..., **options)``: traced sessions closed at the end."""
+    async with AsyncExitStack() as stack:
+
+        def factory(
+            *,
+            connector: aiohttp.BaseConnector | None = None,
+            observer: Observer | None = None,
+            **options: Any,
+        ) -> aiohttp.ClientSession:
+            configs = [aiozipkin_client.make_trace_config(tracer, **options)]
+            if observer is not None:
+                configs.append(observer.config)
+            session = aiohttp.ClientSession(connector=connector, trace_configs=configs)
+            stack.push_async_callback(session.close)
+            return session
+
+        yield factory
+
+
+def ipv4_connector(**kwargs: Any) -> aiohttp.TCPConnector:
+    # IPv4 only: "localhost" resolves to 127.0.0.1 and nothing else is ever tried.
+    return aiohttp.TCPConnector(family=socket.AF_INET, **kwargs)
+
+
+def on_localhost(url: URL) -> URL:
+    return url.with_host("localhost")
+
+
+async def read(session: aiohttp.ClientSession, url: URL, **kwargs: Any) -> bytes:
+    async with session.get(url, **kwargs) as resp:
+        return await resp.read()
+
+
+# -- connection create, DNS and reuse ---------------------------------------------------------
+
+
+async def test_new_connection_with_dns_cache_miss_then_reuse(
+    sessions: Factory, backend: Backend, recorder: SpanRecorder
+) -> None:
+    session = sessions(connector=ipv4_connector())
+    url = on_localhost(backend.url) / "ok"
+
+    await read(session, url)
+    await read(session, url)
+
+    first, second = recorder.take(2)
+    assert values(first) == [
+        "connect.start",
+        "dns.cache.miss",
+        "dns.start",
+        "dns.end",
+        "connect.end",
+        "ws",
+        "wr",
+    ]
+    assert first["tags"]["connection.reused"] == "false"
+    assert first["tags"]["dns.cache"] == "miss"
+    assert MS.fullmatch(first["tags"]["dns.resolve_ms"])
+    assert MS.fullmatch(first["tags"]["connection.connect_ms"])
+    assert float(first["tags"]["dns.resolve_ms"]) <= float(first["tags"]["connection.connect_ms"])
+    assert values(second) == ["connection.reuse", "ws", "wr"]
+    assert second["tags"]["connection.reused"] == "true"
+    for tag in ("dns.cache", "dns.resolve_ms", "connection.connect_ms"):
+        assert tag not in second["tags"]
+    assert len(backend.received) == 2
+
+
+async def test_dns_cache_hit_on_a_new_connection(
+    sessions: Factory, backend: Backend, recorder: SpanRecorder
+) -> None:
+    session = sessions(connector=ipv4_connector(force_close=True))
+    url = on_localhost(backend.url) / "ok"
+
+    await read(session, url)
+    await read(session, url)
+
+    first, second = recorder.take(2)
+    assert first["tags"]["dns.cache"] == "miss"
+    assert values(second) == ["connect.start", "dns.cache.hit", "connect.end", "ws", "wr"]
+    assert second["tags"]["dns.cache"] == "hit"
+    assert "dns.resolve_ms" not in second["tags"]
+    assert len(backend.received) == 2
+
+
+async def test_dns_cache_off_resolves_in_the_request(
+    sessions: Factory, backend: Backend, recorder: SpanRecorder
+) -> None:
+    session = sessions(connector=ipv4_connector(use_dns_cache=False))
+
+    await read(session, on_localhost(backend.url) / "ok")
+
+    span = recorder.take_one()
+    assert values(span) == ["connect.start", "dns.start", "dns.end", "connect.end", "ws", "wr"]
+    assert "dns.cache" not in span["tags"]
+    assert MS.fullmatch(span["tags"]["dns.resolve_ms"])
+    backend.take_one()
+
+
+async def test_ip_literal_has_no_dns_events(
+    sessions: Factory, backend: Backend, recorder: SpanRecorder
+) -> None:
+    await read(sessions(), backend.url / "ok")
+
+    span = recorder.take_one()
+    assert values(span) == ["connect.start", "connect.end", "ws", "wr"]
+    backend.take_one()
+
+
+async def test_concurrent_requests_share_one_resolution(
+    sessions: Factory, backend: Backend, recorder: SpanRecorder
+) -> None:
+    resolver = GatedResolver()
+    observer = Observer()
+    session = sessions(connector=ipv4_connector(resolver=resolver), observer=observer)
+    url = on_localhost(backend.url) / "ok"
+
+    first = asyncio.create_task(read(session, url))
+    await observer.wait("on_dns_resolvehost_start")
+    second = asyncio.create_task(read(session, url))
+    await observer.wait("on_dns_cache_hit")
+    resolver.gate.set()
+    await asyncio.wait_for(asyncio.gather(first, second), 5)
+
+    assert resolver.calls == 1
+    spans = recorder.take(2)
+    by_events = sorted((values(s) for s in spans), key=len)
+    assert by_events == [
+        ["connect.start", "dns.cache.hit", "connect.end", "ws", "wr"],
+        ["connect.start", "dns.cache.miss", "dns.start", "dns.end", "connect.end", "ws", "wr"],
+    ]
+    assert len(backend.received) == 2
+
+
+async def test_dns_events_after_the_request_was_cancelled_are_dropped(
+    sessions: Factory, backend: Backend, recorder: SpanRecorder
+) -> None:
+    # The lookup runs in aiohttp's own task and outlives the request that started it; its end
+    # event must neither reopen that request's span nor land on the request that joined it.
+    resolver = GatedResolver()
+    observer = Observer()
+    session = sessions(connector=ipv4_connector(resolver=resolver), observer=observer)
+    url = on_localhost(backend.url) / "ok"
+
+    starter = asyncio.create_task(read(session, url))
+    await observer.wait("on_dns_resolvehost_start")
+    starter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await starter
+    cancelled = recorder.take_one()
+    joiner = asyncio.create_task(read(session, url))
+    await observer.wait("on_dns_cache_hit")
+    resolver.gate.set()
+    await asyncio.wait_for(joiner, 5)
+    await observer.wait("on_dns_resolvehost_end")
+
+    assert values(cancelled) == ["connect.start", "dns.cache.miss", "dns.start"]
+    assert cancelled["tags"]["error"] == "CancelledError"
+    joined = recorder.take_one()
+    assert values(joined) == ["connect.start", "dns.cache.hit", "connect.end", "ws", "wr"]
+    assert "error" not in joined["tags"]
+    backend.take_one()
+
+
+# -- queueing ---------------------------------------------------------------------------------
+
+
+async def test_waiting_for_a_free_connection_is_recorded(
+    sessions: Factory, backend: Backend, recorder: SpanRecorder
+) -> None:
+    observer = Observer()
+    session = sessions(connector=aiohttp.TCPConnector(limit=1), observer=observer)
+
+    holder = asyncio.create_task(read(session, backend.url / "slow"))
+    await observer.wait("on_request_headers_sent")
+    waiter = asyncio.create_task(read(session, backend.url / "ok"))
+    await observer.wait("on_connection_queued_start")
+    backend.released.set()
+    await asyncio.wait_for(asyncio.gather(holder, waiter), 5)
+
+    held, queued = recorder.take(2)
+    assert held["tags"]["http.path"] == "/slow"
+    assert values(held) == ["connect.start", "connect.end", "ws", "wr"]
+    assert values(queued) == ["queue.start", "queue.end", "connection.reuse", "ws", "wr"]
+    assert MS.fullmatch(queued["tags"]["connection.queue_ms"])
+    assert queued["tags"]["connection.reused"] == "true"
+    assert "connection.queue_ms" not in held["tags"]
+    assert len(backend.received) == 2
+
+
+# -- bodies -----------------------------------------------------------------------------------
+
+
+async def upload_counting_app(sizes: list[int]) -> web.Application:
+    async def upload(request: web.Request) -> web.Response:
+        total = 0
+        async for chunk in request.content.iter_any():
+            total += len(chunk)
+        sizes.append(total)
+        return web.Response(text=str(total))
+
+    app = web.Application(client_max_size=0)
+    app.router.add_post("/upload", upload)
+    return app
+
+
+@pytest.mark.parametrize(("chunks", "chunk_size"), [(3, 1024), (16_384, 65_536)])
+async def test_streamed_upload_is_bounded(
+    sessions: Factory, recorder: SpanRecorder, chunks: int, chunk_size: int
+) -> None:
+    # The large case streams 1 GiB: still four body-related values, whatever the chunk count.
+    sizes: list[int] = []
+    block = b"x" * chunk_size
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(chunks):
+            yield block
+
+    async with start_app(await upload_counting_app(sizes)) as url:
+        session = sessions()
+        async with session.post(url / "upload", data=body()) as resp:
+            assert await resp.text() == str(chunks * chunk_size)
+
+    span = recorder.take_one()
+    assert sizes == [chunks * chunk_size]
+    assert span["tags"]["http.request.size"] == str(chunks * chunk_size)
+    assert values(span) == [
+        "connect.start",
+        "connect.end",
+        "ws",
+        "request.body.start",
+        "request.body.end",
+        "wr",
+    ]
+
+
+async def test_large_download_read_at_once(sessions: Factory, recorder: SpanRecorder) -> None:
+    payload = b"y" * (8 * 1024 * 1024)
+
+    async def big(request: web.Request) -> web.Response:
+        return web.Response(body=payload)
+
+    app = web.Application()
+    app.router.add_get("/big", big)
+    async with start_app(app) as url:
+        body = await read(sessions(), url / "big")
+
+    assert len(body) == len(payload)
+    span = recorder.take_one()
+    assert span["tags"]["http.response.size"] == str(len(payload))
+    # read() reports its chunk only after the body is complete, when the span already ended.
+    assert values(span) == ["connect.start", "connect.end", "ws", "wr"]
+
+
+async def test_streamed_download_span_ends_when_the_body_does(
+    sessions: Factory, recorder: SpanRecorder
+) -> None:
+    gate = asyncio.Event()
+    first, rest = b"a" * 1000, b"b" * 250_000
+    async with start_app(gated_body_app(gate, first, rest)) as url:
+        session = sessions()
+        async with session.get(url / "body") as resp:
+            received = await resp.content.readexactly(len(first))
+            recorder.expect_none()  # headers are in, the body is not: the span is still open
+            gate.set()
+            async for chunk in resp.content.iter_chunked(4096):
+                received += chunk
+            span = recorder.take_one()  # the last byte arrived: reported before release
+        assert received == first + rest
+
+    assert span["tags"]["http.response.size"] == str(len(first) + len(rest))
+    assert values(span) == ["connect.start", "connect.end", "ws", "wr"]
+    wr = span["annotations"][-1]["timestamp"]
+    assert span["timestamp"] + span["duration"] > wr
+
+
+async def test_body_released_unread_ends_the_span(
+    sessions: Factory, recorder: SpanRecorder
+) -> None:
+    gate = asyncio.Event()
+    async with start_app(gated_body_app(gate, b"a" * 10, b"b" * 10)) as url:
+        session = sessions()
+        resp = await session.get(url / "body")
+        recorder.expect_none()
+        resp.release()
+        gate.set()
+
+    span = recorder.take_one()
+    assert values(span) == ["connect.start", "connect.end", "ws", "wr", "response.released"]
+    assert "error" not in span["tags"]
+    assert span["tags"]["http.status_code"] == "200"
+
+
+async def test_unread_body_span_ends_when_the_session_closes(
+    tracer: Tracer, recorder: SpanRecorder
+) -> None:
+    gate = asyncio.Event()
+    async with start_app(gated_body_app(gate, b"a" * 10, b"b" * 10)) as url:
+        config = aiozipkin_client.make_trace_config(tracer)
+        session = aiohttp.ClientSession(trace_configs=[config])
+        resp = await session.get(url / "body")
+        recorder.expect_none()
+        await session.close()
+        gate.set()
+        await recorder.wait_for(1)
+        resp.release()
+
+    span = recorder.take_one()
+    assert values(span)[-1] == "connection.lost"
+    assert span["tags"]["http.status_code"] == "200"
+    assert span["tags"]["error"].startswith("Client")
+
+
+async def test_empty_body_ends_at_the_response_headers(
+    sessions: Factory, backend: Backend, recorder: SpanRecorder
+) -> None:
+    session = sessions()
+    resp = await session.head(backend.url / "ok")
+    # No body to wait for: reported before the caller does anything else.
+    span = recorder.take_one()
+    resp.release()
+
+    assert span["name"] == "head"
+    assert span["tags"]["http.response.size"] == "0"
+    assert values(span) == ["connect.start", "connect.end", "ws", "wr"]
+    backend.take_one()
+
+
+# -- redirects, failures ----------------------------------------------------------------------
+
+
+async def test_redirect_hops_have_their_own_events(
+    sessions: Factory, backend: Backend, recorder: SpanRecorder
+) -> None:
+    await read(sessions(), backend.url / "redirect" / "1")
+
+    first, second = recorder.take(2)
+    assert values(first) == ["connect.start", "connect.end", "ws", "wr", "redirect"]
+    assert values(second) == ["connection.reuse", "ws", "wr"]
+    assert first["tags"]["connection.reused"] == "false"
+    assert second["tags"]["connection.reused"] == "true"
+    assert len(backend.received) == 2
+
+
+async def test_refused_connection_events(sessions: Factory, recorder: SpanRecorder) -> None:
+    with pytest.raises(aiohttp.ClientConnectorError):
+        await sessions().get(await refused_url())
+
+    span = recorder.take_one()
+    assert values(span) == ["connect.start"]
+    assert span["tags"]["connection.reused"] == "false"
+    assert "connection.connect_ms" not in span["tags"]
+
+
+async def test_read_timeout_events(
+    sessions: Factory, backend: Backend, recorder: SpanRecorder
+) -> None:
+    with pytest.raises(asyncio.TimeoutError):
+        await sessions().get(backend.url / "slow", timeout=aiohttp.ClientTimeout(sock_read=0.1))
+
+    span = recorder.take_one()
+    assert values(span) == ["connect.start", "connect.end", "ws"]
+    assert span["tags"]["error"].startswith("SocketTimeoutError")
+    backend.take_one()
+
+
+async def test_cancelled_while_queued(
+    sessions: Factory, backend: Backend, recorder: SpanRecorder
+) -> None:
+    observer = Observer()
+    session = sessions(connector=aiohttp.TCPConnector(limit=1), observer=observer)
+    holder = asyncio.create_task(read(session, backend.url / "slow"))
+    await observer.wait("on_request_headers_sent")
+    waiter = asyncio.create_task(read(session, backend.url / "ok"))
+    await observer.wait("on_connection_queued_start")
+
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    cancelled = recorder.take_one()
+    backend.released.set()
+    await asyncio.wait_for(holder, 5)
+
+    assert values(cancelled) == ["queue.start"]
+    assert cancelled["tags"]["error"] == "CancelledError"
+    assert recorder.take_one()["tags"]["http.path"] == "/slow"
+    assert len(backend.received) == 1
+
+
+# -- connection phases as child spans ---------------------------------------------------------
+
+
+async def test_connection_phases_as_child_spans(
+    sessions: Factory, backend: Backend, recorder: SpanRecorder
+) -> None:
+    session = sessions(connector=ipv4_connector(), connection_phases="spans")
+
+    await read(session, on_localhost(backend.url) / "ok")
+
+    client, *children = recorder.take(3)
+    assert values(client) == ["dns.cache.miss", "ws", "wr"]
+    assert MS.fullmatch(client["tags"]["dns.resolve_ms"])
+    names = [child["name"] for child in children]
+    assert names == ["dns resolve", "connect"]
+    start, end = client["timestamp"], client["timestamp"] + client["duration"]
+    for child in children:
+        assert child["traceId"] == client["traceId"]
+        assert child["parentId"] == client["id"]
+        assert "kind" not in child
+        assert start <= child["timestamp"] <= child["timestamp"] + child["duration"] <= end
+    dns, connect = children
+    assert connect["timestamp"] <= dns["timestamp"]
+    assert dns["timestamp"] + dns["duration"] <= connect["timestamp"] + connect["duration"]
+    backend.take_one()
+
+
+def test_connection_phases_option_is_checked(tracer: Tracer) -> None:
+    with pytest.raises(ValueError, match='connection_phases must be "annotations" or "spans"'):
+        aiozipkin_client.make_trace_config(tracer, connection_phases="bars")  # type: ignore[arg-type]
