@@ -1,0 +1,446 @@
+"""Server instrumentation: :func:`setup` / :func:`middleware` for ``aiohttp.web`` applications.
+
+For each request the middleware, in this order: extracts B3 from the headers
+(:func:`~aiozipkin_client.propagation.extract`), joins the caller's trace or starts a new one,
+parses the request into a name and tags, makes the span current for the handler (so client calls
+made by the handler and the tasks it spawns are its children), and when the handler is done
+parses the response or error and reports one SERVER span, exactly once.
+
+Like the client, nothing is registered in the tracer's table of unfinished spans while the
+handler runs: the span's data is collected on a :class:`ServerSpan` and handed to aiozipkin only
+when it ends, so a cancelled or failing request can never leave a record behind.
+
+Do no harm: every tracing step runs inside a guard that logs and swallows exceptions, so a bug
+here (or in a user's parser or sampler) never changes the response.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from time import time
+from typing import Final
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+from aiozipkin.helpers import SERVER, TraceContext
+from aiozipkin.tracer import Tracer
+from aiozipkin.utils import generate_random_64bit_string, generate_random_128bit_string
+
+from ._context import use_span
+from .parsers import ERROR, HTTP_METHOD, HTTP_PATH, HTTP_STATUS_CODE, SpanCustomizer, error_value
+from .propagation import extract
+
+__all__ = (
+    "HTTP_ROUTE",
+    "SPAN_KEY",
+    "TRACER_KEY",
+    "ServerRequestParser",
+    "ServerResponseParser",
+    "ServerResponseView",
+    "ServerSampler",
+    "ServerSpan",
+    "default_server_request_parser",
+    "default_server_response_parser",
+    "middleware",
+    "setup",
+)
+
+log = logging.getLogger("aiozipkin_client")
+
+HTTP_ROUTE: Final = "http.route"
+
+SkipRoute = web.AbstractRoute | web.AbstractResource | str
+
+
+class ServerSpan:
+    """The SERVER span of the request being handled, as handlers see it.
+
+    Found at ``request[SPAN_KEY]``. It carries the request's :attr:`context` (also for requests
+    that are not sampled, so ids can go into logs) and lets the handler name, tag and annotate
+    the span; it cannot finish or report it: the middleware does that, exactly once.
+
+    >>> async def handler(request):                                        # doctest: +SKIP
+    ...     span = request[aiozipkin_client.SPAN_KEY]
+    ...     span.tag("user.id", request.match_info["id"])
+    ...     log.info("serving trace %s", span.context.trace_id)
+    """
+
+    __slots__ = ("_annotations", "_context", "_name", "_reported", "_start", "_tags")
+
+    def __init__(self, context: TraceContext, start: float) -> None:
+        self._context = context
+        self._start = start
+        self._name: str | None = None
+        self._tags: dict[str, str] = {}
+        self._annotations: list[tuple[float, str]] = []
+        self._reported = False
+
+    @property
+    def context(self) -> TraceContext:
+        """The trace context of this span: ids, sampling decision, debug and shared flags."""
+        return self._context
+
+    @property
+    def tags(self) -> Mapping[str, str]:
+        """The tags set so far (a read-only view)."""
+        return dict(self._tags)
+
+    @property
+    def span_name(self) -> str | None:
+        """The name set so far, if any."""
+        return self._name
+
+    # SpanCustomizer
+    def name(self, name: str) -> None:
+        """Set the span name (keep it low-cardinality: never a raw path)."""
+        self._name = name
+
+    def tag(self, key: str, value: str) -> None:
+        """Set a tag; a later call with the same key replaces the value."""
+        self._tags[key] = value
+
+    def annotate(self, value: str) -> None:
+        """Add a timestamped event, stamped now."""
+        self._annotations.append((time(), value))
+
+
+@dataclass(frozen=True, slots=True)
+class ServerResponseView:
+    """How the handler ended, as response parsers see it.
+
+    ``status`` is the status sent (or about to be sent): the response's, an ``HTTPException``'s,
+    500 for an unhandled exception (504 for a ``TimeoutError``, as aiohttp answers), and None
+    when no response is sent (the handler was cancelled). ``error`` is the unhandled exception,
+    if any; ``HTTPException`` is a response, not an error, and never appears here.
+    """
+
+    request: web.Request
+    status: int | None
+    error: BaseException | None
+
+
+ServerSampler = Callable[[web.Request], bool | None]
+ServerRequestParser = Callable[[web.Request, SpanCustomizer], None]
+ServerResponseParser = Callable[[ServerResponseView, SpanCustomizer], None]
+
+#: The tracer given to :func:`setup`, in ``app[TRACER_KEY]``.
+TRACER_KEY: Final = web.AppKey("aiozipkin_client.tracer", Tracer)
+#: The request's :class:`ServerSpan`, in ``request[SPAN_KEY]`` (absent on skipped routes).
+SPAN_KEY: Final = web.RequestKey("aiozipkin_client.span", ServerSpan)
+
+
+def route_of(request: web.Request) -> str | None:
+    """The matched route's pattern (``/users/{id}``), or None when no route matched."""
+    resource = request.match_info.route.resource
+    if resource is None:
+        return None
+    return resource.canonical
+
+
+def default_server_request_parser(request: web.Request, span: SpanCustomizer) -> None:
+    """Name the span ``"{method} {route}"`` and tag method, path and route.
+
+    The name is lowercase (Zipkin lowercases names anyway, so this is what the UI shows) and is
+    built from the route pattern, never the path: ``"get /users/{id}"``; just the method when no
+    route matched (404, 405). ``http.path`` holds the path without query string.
+    """
+    route = route_of(request)
+    method = request.method.upper()
+    span.name(f"{method} {route}".lower() if route is not None else method.lower())
+    span.tag(HTTP_METHOD, method)
+    span.tag(HTTP_PATH, request.path or "/")
+    if route is not None:
+        span.tag(HTTP_ROUTE, route)
+
+
+def default_server_response_parser(response: ServerResponseView, span: SpanCustomizer) -> None:
+    """Tag the status code, and ``error`` with the status for 5xx responses.
+
+    3xx and 4xx are not errors of this server (4xx is the caller's mistake, which the caller's
+    CLIENT span already marks). An unhandled exception is tagged by the middleware itself, with
+    its type and message, so it is not overwritten here.
+    """
+    if response.status is None:
+        return
+    span.tag(HTTP_STATUS_CODE, str(response.status))
+    if response.status >= 500 and response.error is None:
+        span.tag(ERROR, str(response.status))
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """Every choice :func:`middleware` takes, fixed once at creation."""
+
+    skip: Callable[[web.Request], bool]
+    sampler: ServerSampler | None
+    request_parser: ServerRequestParser
+    response_parser: ServerResponseParser
+
+
+class ServerTracing:
+    """The two halves of tracing one request: :meth:`start` and :meth:`finish`; neither raises."""
+
+    def __init__(self, tracer: Tracer, settings: ServerSettings) -> None:
+        self._tracer = tracer
+        self._settings = settings
+        # aiozipkin keeps its sampler private, but it is the tracer's policy for new traces.
+        self._tracer_sampler = tracer._sampler
+
+    def start(self, request: web.Request) -> ServerSpan | None:
+        """The request's span, set as ``request[SPAN_KEY]``; None if skipped or on a bug."""
+        try:
+            if self._settings.skip(request):
+                return None
+            span = ServerSpan(self._context_for(request), time())
+            if span.context.sampled:
+                try:
+                    self._settings.request_parser(request, span)
+                except Exception:
+                    log.exception("server request_parser failed; the span keeps what it had")
+            request[SPAN_KEY] = span
+            return span
+        except Exception:
+            log.exception("aiozipkin_client: cannot trace %s; the request goes on", request.method)
+            return None
+
+    def finish(
+        self,
+        span: ServerSpan,
+        request: web.Request,
+        response: web.StreamResponse | None,
+        exc: BaseException | None,
+    ) -> None:
+        """End ``span`` and report it if sampled; a second call does nothing."""
+        try:
+            if span._reported:
+                return
+            span._reported = True
+            if span.context.sampled:
+                self._report(span, request, response, exc, time())
+        except Exception:
+            log.exception("aiozipkin_client: cannot report the server span; the response goes on")
+
+    def _context_for(self, request: web.Request) -> TraceContext:
+        extracted = extract(request.headers)
+        incoming = extracted.context
+        if incoming is not None:
+            sampled = incoming.sampled
+            if sampled is None:
+                # Ids without a decision: ours is made here and sent on explicitly downstream.
+                sampled = self._decide(request, incoming.trace_id)
+            # B3 joins: the server side of an RPC shares the client's span id (and so its
+            # parent), and says so with `shared`, so Zipkin merges the two halves of one node.
+            return incoming._replace(sampled=sampled, shared=True)
+        trace_id = generate_random_128bit_string()
+        sampled = True if extracted.debug else extracted.sampled
+        if sampled is None:
+            sampled = self._decide(request, trace_id)
+        return TraceContext(
+            trace_id=trace_id,
+            parent_id=None,
+            span_id=generate_random_64bit_string(),
+            sampled=sampled,
+            debug=extracted.debug,
+            shared=False,
+        )
+
+    def _decide(self, request: web.Request, trace_id: str) -> bool:
+        sampler = self._settings.sampler
+        if sampler is not None:
+            try:
+                verdict = sampler(request)
+            except Exception:
+                # A broken sampler must not cost the request its trace: the tracer decides.
+                log.exception("server sampler failed; using the tracer's sampler")
+                verdict = None
+            if verdict is not None:
+                return bool(verdict)
+        return bool(self._tracer_sampler.is_sampled(trace_id))
+
+    def _report(
+        self,
+        span: ServerSpan,
+        request: web.Request,
+        response: web.StreamResponse | None,
+        exc: BaseException | None,
+        end: float,
+    ) -> None:
+        unhandled = None if isinstance(exc, web.HTTPException) else exc
+        if unhandled is not None:
+            span.tag(ERROR, error_value(unhandled))
+        view = ServerResponseView(request, _status(response, exc), unhandled)
+        try:
+            self._settings.response_parser(view, span)
+        except Exception:
+            log.exception("server response_parser failed; the span keeps what it had")
+        if unhandled is not None and not span._tags.get(ERROR):
+            # A parser may add detail, but must not lose an error or leave it empty.
+            span.tag(ERROR, error_value(unhandled))
+
+        record = self._tracer.to_span(span.context)
+        record.start(span._start)
+        record.kind(SERVER)
+        if span._name:
+            record.name(span._name)
+        for key, value in span._tags.items():
+            record.tag(key, value)
+        for timestamp, value in span._annotations:
+            record.annotate(value, timestamp)
+        ipv4, ipv6 = peer_address(request.remote)
+        if ipv4 or ipv6:
+            record.remote_endpoint(None, ipv4=ipv4, ipv6=ipv6)
+        # finish() hands the record to the transport and drops it from the tracer's table.
+        record.finish(end)
+
+
+def _status(response: web.StreamResponse | None, exc: BaseException | None) -> int | None:
+    if response is not None:
+        return response.status
+    if isinstance(exc, web.HTTPException):
+        return exc.status
+    if isinstance(exc, TimeoutError):
+        return 504  # aiohttp answers an unhandled TimeoutError with 504
+    if isinstance(exc, Exception):
+        return 500
+    return None  # cancelled (or interrupted): no response goes out
+
+
+def peer_address(remote: str | None) -> tuple[str | None, str | None]:
+    """``(ipv4, ipv6)`` of the peer, from ``request.remote``; both None if not an IP address.
+
+    An IPv4-mapped IPv6 address (``::ffff:10.0.0.1``, seen on dual-stack sockets) is reported as
+    the IPv4 address it is; an IPv6 zone (``%eth0``) is dropped, Zipkin has no field for it.
+    """
+    if not remote:
+        return None, None
+    try:
+        address = ipaddress.ip_address(remote.split("%", 1)[0])
+    except ValueError:
+        return None, None
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped), None
+        return None, str(address)
+    return str(address), None
+
+
+def _route_skipper(skip_routes: Iterable[SkipRoute]) -> Callable[[web.Request], bool]:
+    routes: set[web.AbstractRoute] = set()
+    resources: set[web.AbstractResource] = set()
+    patterns: set[str] = set()
+    for item in skip_routes:
+        if isinstance(item, str):
+            patterns.add(item)
+        elif isinstance(item, web.AbstractRoute):
+            routes.add(item)
+        elif isinstance(item, web.AbstractResource):
+            resources.add(item)
+        else:
+            raise TypeError(
+                "skip_routes takes routes, resources or route patterns such as '/health',"
+                f" not {type(item).__name__}"
+            )
+
+    def skip(request: web.Request) -> bool:
+        route = request.match_info.route
+        if route in routes:
+            return True
+        resource = route.resource
+        return resource is not None and (resource in resources or resource.canonical in patterns)
+
+    return skip
+
+
+def middleware(
+    tracer: Tracer,
+    *,
+    skip_routes: Iterable[SkipRoute] = (),
+    sampler: ServerSampler | None = None,
+    request_parser: ServerRequestParser = default_server_request_parser,
+    response_parser: ServerResponseParser = default_server_response_parser,
+) -> Middleware:
+    """The tracing middleware alone, for applications that compose their own middleware list.
+
+    Put it first, so the span covers the other middlewares and sees the response they make:
+
+    >>> app = web.Application(middlewares=[middleware(tracer), auth])      # doctest: +SKIP
+
+    Options are those of :func:`setup`. Unlike :func:`setup` it does not store the tracer in
+    ``app[TRACER_KEY]``.
+    """
+    settings = ServerSettings(
+        skip=_route_skipper(skip_routes),
+        sampler=sampler,
+        request_parser=request_parser,
+        response_parser=response_parser,
+    )
+    tracing = ServerTracing(tracer, settings)
+
+    @web.middleware
+    async def zipkin_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        span = tracing.start(request)
+        if span is None:
+            return await handler(request)
+        # Current for the handler and the tasks it creates; also when not sampled, so that the
+        # ids and the "don't sample" decision still travel to the services it calls.
+        with use_span(span.context):
+            try:
+                response = await handler(request)
+            except BaseException as exc:
+                # Also CancelledError: the span is finished, the exception goes on unchanged.
+                tracing.finish(span, request, None, exc)
+                raise
+        tracing.finish(span, request, response, None)
+        return response
+
+    return zipkin_middleware
+
+
+def setup(
+    app: web.Application,
+    tracer: Tracer,
+    *,
+    skip_routes: Iterable[SkipRoute] = (),
+    sampler: ServerSampler | None = None,
+    request_parser: ServerRequestParser = default_server_request_parser,
+    response_parser: ServerResponseParser = default_server_response_parser,
+) -> web.Application:
+    """Trace every request ``app`` handles as a Zipkin SERVER span, joining the caller's trace.
+
+    >>> import aiozipkin, aiozipkin_client
+    >>> async def make_app():                                               # doctest: +SKIP
+    ...     endpoint = aiozipkin.create_endpoint("checkout")
+    ...     tracer = await aiozipkin.create("http://zipkin:9411/api/v2/spans", endpoint)
+    ...     app = web.Application()
+    ...     app.router.add_get("/health", health)
+    ...     return aiozipkin_client.setup(app, tracer, skip_routes=["/health"])
+
+    The middleware is inserted first in ``app.middlewares`` and the tracer stored in
+    ``app[TRACER_KEY]``. The tracer is not closed on cleanup: whoever created it closes it
+    (``async with aiozipkin.create(...) as tracer``), as it is often shared with client sessions.
+
+    Options (all keyword-only; see README for the full table):
+
+    * ``skip_routes``: routes, resources or route patterns (``"/health"``, ``"/users/{id}"``) to
+      leave untraced: no span, no current span, no ``request[SPAN_KEY]``.
+    * ``sampler``: a function of the request returning True, False or None (defer to the
+      tracer's sampler), asked only when the incoming headers carry no decision.
+    * ``request_parser`` / ``response_parser``: set the name and tags.
+    """
+    if TRACER_KEY in app:
+        raise RuntimeError("aiozipkin_client.setup() was already called for this application")
+    app[TRACER_KEY] = tracer
+    app.middlewares.insert(
+        0,
+        middleware(
+            tracer,
+            skip_routes=skip_routes,
+            sampler=sampler,
+            request_parser=request_parser,
+            response_parser=response_parser,
+        ),
+    )
+    return app
