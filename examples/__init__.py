@@ -1,0 +1,2 @@
+"""Runnable examples: ``python examples/simple_client.py``, ``python -m examples.demo``,
+``python -m examples.services SERVICE``."""
