@@ -8,6 +8,7 @@ never on sleeps.
 from __future__ import annotations
 
 import asyncio
+import gc
 import re
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -21,6 +22,7 @@ from aiozipkin.tracer import Tracer
 from yarl import URL
 
 import aiozipkin_client
+from aiozipkin_client._state import Hop, RequestState
 from tests.kit.recorder import SpanRecorder
 from tests.kit.servers import Backend, refused_url, start_app
 from tests.kit.signals import GatedResolver, Observer, gated_body_app
@@ -456,3 +458,28 @@ async def test_connection_phases_as_child_spans(
 def test_connection_phases_option_is_checked(tracer: Tracer) -> None:
     with pytest.raises(ValueError, match='connection_phases must be "annotations" or "spans"'):
         aiozipkin_client.make_trace_config(tracer, connection_phases="bars")  # type: ignore[arg-type]
+
+
+# -- nothing kept -----------------------------------------------------------------------------
+
+
+async def test_no_request_state_outlives_its_request(
+    sessions: Factory, recorder: SpanRecorder
+) -> None:
+    # Bodies still streaming at the response headers attach callbacks to the keep-alive
+    # connection; they must all be gone once each span is reported.
+    gate = asyncio.Event()
+    async with start_app(gated_body_app(gate, b"a" * 1000, b"b" * 200_000)) as url:
+        session = sessions()
+        for _ in range(20):
+            async with session.get(url / "body") as resp:
+                gate.set()
+                assert len(await resp.read()) == 201_000
+        del resp  # the test's own reference; ours must be gone by themselves
+        spans = recorder.take(20)
+        gc.collect()
+        alive = [o for o in gc.get_objects() if isinstance(o, Hop | RequestState)]
+
+    assert alive == []
+    assert [s["tags"]["connection.reused"] for s in spans] == ["false"] + ["true"] * 19
+    assert values(spans[0])[-1] == "wr"
