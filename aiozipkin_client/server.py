@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from time import time
 from typing import Final
@@ -50,6 +50,7 @@ __all__ = (
 
 log = logging.getLogger("aiozipkin_client")
 
+#: The tag holding the matched route's pattern, e.g. ``/users/{id}``.
 HTTP_ROUTE: Final = "http.route"
 
 SkipRoute = web.AbstractRoute | web.AbstractResource | str
@@ -68,7 +69,7 @@ class ServerSpan:
     ...     log.info("serving trace %s", span.context.trace_id)
     """
 
-    __slots__ = ("_annotations", "_context", "_name", "_reported", "_start", "_tags")
+    __slots__ = ("_annotations", "_context", "_name", "_start", "_tags")
 
     def __init__(self, context: TraceContext, start: float) -> None:
         self._context = context
@@ -76,22 +77,11 @@ class ServerSpan:
         self._name: str | None = None
         self._tags: dict[str, str] = {}
         self._annotations: list[tuple[float, str]] = []
-        self._reported = False
 
     @property
     def context(self) -> TraceContext:
         """The trace context of this span: ids, sampling decision, debug and shared flags."""
         return self._context
-
-    @property
-    def tags(self) -> Mapping[str, str]:
-        """The tags set so far (a read-only view)."""
-        return dict(self._tags)
-
-    @property
-    def span_name(self) -> str | None:
-        """The name set so far, if any."""
-        return self._name
 
     # SpanCustomizer
     def name(self, name: str) -> None:
@@ -122,8 +112,11 @@ class ServerResponseView:
     error: BaseException | None
 
 
+#: Decides new traces: True (record), False (don't) or None (the tracer's sampler decides).
 ServerSampler = Callable[[web.Request], bool | None]
+#: Names and tags the span from the request, when it starts.
 ServerRequestParser = Callable[[web.Request, SpanCustomizer], None]
+#: Tags the span from how the handler ended.
 ServerResponseParser = Callable[[ServerResponseView, SpanCustomizer], None]
 
 #: The tracer given to :func:`setup`, in ``app[TRACER_KEY]``.
@@ -213,11 +206,8 @@ class ServerTracing:
         response: web.StreamResponse | None,
         exc: BaseException | None,
     ) -> None:
-        """End ``span`` and report it if sampled; a second call does nothing."""
+        """End ``span`` and report it if sampled (the middleware calls this exactly once)."""
         try:
-            if span._reported:
-                return
-            span._reported = True
             if span.context.sampled:
                 self._report(span, request, response, exc, time())
         except Exception:

@@ -66,6 +66,8 @@ SCENARIOS: Final = (
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
+    """What a scenario's request got: its trace id and status."""
+
     scenario: Scenario
     trace_id: str
     status: int
@@ -78,9 +80,11 @@ class KeptSpans(TransportABC):
         self.spans: list[dict[str, Any]] = []
 
     def send(self, record: Record) -> None:
+        """Keep the span."""
         self.spans.append({k: v for k, v in record.asdict().items() if _present(v)})
 
     async def close(self) -> None:
+        """Nothing to flush: the spans stay here for the demo to draw."""
         return None
 
     def trace(self, trace_id: str) -> list[dict[str, Any]]:

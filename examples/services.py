@@ -89,10 +89,12 @@ class JsonLinesTransport(TransportABC):
     """Logs each span as one JSON line: enough to see spans when there is no Zipkin."""
 
     def send(self, record: Record) -> None:
+        """Log the span at INFO level on the ``examples.services`` logger."""
         span = {k: v for k, v in record.asdict().items() if v is not None}
         log.info("span %s", json.dumps(span, sort_keys=True))
 
     async def close(self) -> None:
+        """Nothing is buffered."""
         return None
 
 
@@ -133,6 +135,7 @@ def _traced_app(service: str, tracer: Tracer, next_url: URL | None) -> web.Appli
 
 
 async def health(request: web.Request) -> web.Response:
+    """Liveness for orchestrators; not traced (``skip_routes``), it would only be noise."""
     return web.Response(text="ok")
 
 
@@ -144,6 +147,7 @@ def frontend_app(tracer: Tracer, backend_url: URL) -> web.Application:
 
 
 async def checkout(request: web.Request) -> web.Response:
+    """Ask the backend for the order; answer with its answer and the trace id."""
     order_id = request.match_info["order_id"]
     url = request.app[NEXT_URL_KEY] / "orders" / order_id
     async with request.app[SESSION_KEY].get(url) as response:
@@ -162,6 +166,7 @@ def backend_app(tracer: Tracer, inventory_url: URL) -> web.Application:
 
 
 async def order(request: web.Request) -> web.Response:
+    """Look up every item of the order concurrently; 502 if the inventory fails."""
     items = ORDERS.get(request.match_info["order_id"])
     if items is None:
         raise web.HTTPNotFound(text="no such order")
@@ -191,6 +196,7 @@ def inventory_app(tracer: Tracer) -> web.Application:
 
 
 async def item(request: web.Request) -> web.Response:
+    """The stock of one item; an unhandled exception for ``unicorn``."""
     sku = request.match_info["sku"]
     if sku == "unicorn":
         raise RuntimeError("no warehouse stocks unicorns")

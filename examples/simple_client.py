@@ -30,9 +30,11 @@ class PrintLater(TransportABC):
         self.spans: list[dict[str, Any]] = []
 
     def send(self, record: Record) -> None:
+        """Keep the span, as Zipkin v2 JSON."""
         self.spans.append({k: v for k, v in record.asdict().items() if _present(v)})
 
     async def close(self) -> None:
+        """Nothing to flush."""
         return None
 
 
@@ -42,6 +44,7 @@ def _present(value: object) -> bool:
 
 
 async def hello(request: web.Request) -> web.Response:
+    """The server side of the example: just answers."""
     return web.Response(text="hello")
 
 

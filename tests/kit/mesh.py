@@ -1,15 +1,17 @@
 """Several traced services on 127.0.0.1, calling each other, reporting to one strict recorder.
 
-Each :class:`Node` is a real aiohttp server with our server middleware (``aiozipkin_client.setup``
+Each :class:`Node` is a real aiohttp server with our server middleware (``server.setup()``
 unless told otherwise), its own tracer (its name is the span's ``localEndpoint.serviceName``) and
 a traced ``ClientSession``. Every request that reaches a node is recorded as it arrived, so tests
 assert propagation from the headers that were really sent.
 
->>> mesh = Mesh(recorder)                                                   # doctest: +SKIP
+>>> mesh = Mesh(SharedSpanRecorder())                                     # doctest: +SKIP
 >>> front, back = mesh.add("frontend"), mesh.add("backend")
->>> front.app.router.add_get("/x", lambda r: front.forward(back.url / "y"))
+>>> async def checkout(request):
+...     return web.Response(text=str(await front.call(back.url / "orders")))
+>>> front.app.router.add_get("/checkout", checkout)
 >>> async with mesh.running():
-...     ...
+...     await mesh.get(front.url / "checkout")
 """
 
 from __future__ import annotations
@@ -49,7 +51,12 @@ class SharedSpanRecorder(SpanRecorder):
     span id *and* the shared flag: a third report of the same id is still a duplicate.
     """
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen_sides: set[tuple[str, str, bool]] = set()
+
     def send(self, record: Record) -> None:
+        """Record the span; a second report of the same side is kept as a duplicate."""
         span = as_dict(record)
         key = (span["traceId"], span["id"], span.get("shared", False))
         if key in self._seen_sides:
@@ -58,10 +65,6 @@ class SharedSpanRecorder(SpanRecorder):
         self._seen_sides.add(key)
         self._pending.append(span)
         self._arrived.set()
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._seen_sides: set[tuple[str, str, bool]] = set()
 
 
 def _install_ours(app: web.Application, tracer: Tracer) -> None:
@@ -134,6 +137,7 @@ class Mesh:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Mesh]:
+        """Start every node (servers and traced sessions); on exit, check the tracers."""
         async with AsyncExitStack() as stack:
             for node in self.nodes.values():
                 node.url = await stack.enter_async_context(start_app(node.app))
