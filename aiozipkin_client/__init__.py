@@ -22,20 +22,26 @@ from .parsers import (
     redact_url,
 )
 from .propagation import B3Format
+from .reporting import InvalidSpanError, ReportingStats, ZipkinTransport, create, encode_span
 from .sampling import RequestSampler
 
 __all__ = (
     "DEFAULT_SENSITIVE_QUERY_PARAMS",
     "B3Format",
     "HttpRequestParser",
+    "InvalidSpanError",
+    "ReportingStats",
     "RequestParser",
     "RequestSampler",
     "RequestView",
     "ResponseParser",
     "ResponseView",
     "SpanCustomizer",
+    "ZipkinTransport",
+    "create",
     "default_request_parser",
     "default_response_parser",
+    "encode_span",
     "make_trace_config",
     "redact_url",
     "use_span",
