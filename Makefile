@@ -8,7 +8,9 @@ STAMP := $(VENV)/.installed
 
 help:
 	@echo "make test      - create $(VENV), install, then lint, mypy --strict and the tests"
+	@echo "make demo      - three traced services, a few requests, traces drawn here (or ZIPKIN_URL=... to report)"
 	@echo "make example   - send one traced request to a local server and print its span"
+	@echo "make zipkin-up / zipkin-down - start/stop Zipkin and the example services in Docker"
 	@echo "make clean     - remove the virtual environment and caches"
 
 $(STAMP): pyproject.toml setup.py requirements-dev.txt
@@ -33,7 +35,17 @@ unit: $(STAMP)
 test: lint typecheck unit
 
 example: $(STAMP)
-	$(BIN)/python examples/simple_client.py
+	$(BIN)/python -m examples.simple_client
+
+demo: $(STAMP)
+	$(BIN)/python -m examples.demo $(DEMO_ARGS)
+
+zipkin-up:
+	docker compose -f docker/docker-compose.yml up -d --build
+	@echo "Zipkin UI: http://localhost:9411/zipkin/   try: curl -i http://localhost:8080/checkout/42"
+
+zipkin-down:
+	docker compose -f docker/docker-compose.yml down
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build *.egg-info

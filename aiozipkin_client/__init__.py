@@ -24,9 +24,26 @@ from .parsers import (
 from .propagation import B3Format
 from .reporting import InvalidSpanError, ReportingStats, ZipkinTransport, create, encode_span
 from .sampling import RequestSampler
+from .server import (
+    HTTP_ROUTE,
+    SPAN_KEY,
+    TRACER_KEY,
+    ServerRequestParser,
+    ServerResponseParser,
+    ServerResponseView,
+    ServerSampler,
+    ServerSpan,
+    default_server_request_parser,
+    default_server_response_parser,
+    middleware,
+    setup,
+)
 
 __all__ = (
     "DEFAULT_SENSITIVE_QUERY_PARAMS",
+    "HTTP_ROUTE",
+    "SPAN_KEY",
+    "TRACER_KEY",
     "B3Format",
     "HttpRequestParser",
     "InvalidSpanError",
@@ -36,13 +53,22 @@ __all__ = (
     "RequestView",
     "ResponseParser",
     "ResponseView",
+    "ServerRequestParser",
+    "ServerResponseParser",
+    "ServerResponseView",
+    "ServerSampler",
+    "ServerSpan",
     "SpanCustomizer",
     "ZipkinTransport",
     "create",
     "default_request_parser",
     "default_response_parser",
+    "default_server_request_parser",
+    "default_server_response_parser",
     "encode_span",
     "make_trace_config",
+    "middleware",
     "redact_url",
+    "setup",
     "use_span",
 )

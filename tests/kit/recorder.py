@@ -33,13 +33,15 @@ class SpanRecorder(TransportABC):
 
     def __init__(self) -> None:
         self._pending: list[dict[str, Any]] = []
-        self._seen: set[tuple[str, str]] = set()
+        self._seen: set[tuple[str, str, bool]] = set()
         self.duplicates: list[dict[str, Any]] = []
         self._arrived = asyncio.Event()
 
     def send(self, record: Record) -> None:
         span = as_dict(record)
-        key = (span["traceId"], span["id"])
+        # A server that joins its caller shares the caller's span id: the two halves of one
+        # RPC are told apart by the shared flag, and only a repeat of both is a duplicate.
+        key = (span["traceId"], span["id"], span.get("shared", False))
         if key in self._seen:
             self.duplicates.append(span)
             return
