@@ -148,12 +148,18 @@ async def collector() -> AsyncIterator[tuple[Any, list[tuple[dict[str, str], byt
         yield url / "api" / "v2" / "spans", posts
 
 
+@pytest.mark.parametrize("reporter", ["aiozipkin", "aiozipkin_client"])
 async def test_requests_to_the_tracers_collector_are_never_traced(
-    collector: tuple[Any, list[tuple[dict[str, str], bytes]]],
+    collector: tuple[Any, list[tuple[dict[str, str], bytes]]], reporter: str
 ) -> None:
     url, posts = collector
-    transport = Transport(str(url), send_interval=0.01)
-    tracer = aiozipkin.Tracer(transport, Sampler(sample_rate=1.0), aiozipkin.create_endpoint("a"))
+    endpoint = aiozipkin.create_endpoint("a")
+    tracer: aiozipkin.Tracer
+    if reporter == "aiozipkin":
+        transport = Transport(str(url), send_interval=0.01)
+        tracer = aiozipkin.Tracer(transport, Sampler(sample_rate=1.0), endpoint)
+    else:
+        tracer = await aiozipkin_client.create(str(url), endpoint, sample_rate=1.0)
     config = aiozipkin_client.make_trace_config(tracer)
     try:
         async with (
