@@ -22,7 +22,7 @@ from aiozipkin.tracer import Tracer
 
 from aiozipkin_client import reporting
 from aiozipkin_client.reporting import ZipkinTransport
-from tests.kit.collector import Collector, Mode, running_collector, wait_until
+from tests.kit.collector import Collector, Mode, running_collector, transports_for, wait_until
 
 ENDPOINT = create_endpoint("checkout")
 Factory = Callable[..., ZipkinTransport]
@@ -38,24 +38,8 @@ async def collector() -> AsyncIterator[Collector]:
 @pytest.fixture
 async def make_transport(collector: Collector) -> AsyncIterator[Factory]:
     """Builds transports posting to the collector, with test-friendly delays; closes them all."""
-    made: list[ZipkinTransport] = []
-
-    def make(**options: Any) -> ZipkinTransport:
-        settings: dict[str, Any] = {
-            "send_interval": 0.05,
-            "send_timeout": 0.3,
-            "close_timeout": 0.5,
-            "retry_delay": 0.01,
-            "retry_max_delay": 0.05,
-        }
-        settings.update(options)
-        transport = ZipkinTransport(collector.url, **settings)
-        made.append(transport)
-        return transport
-
-    yield make
-    for transport in made:
-        await asyncio.wait_for(transport.close(), 10)
+    async with transports_for(collector, send_timeout=0.3, close_timeout=0.5) as make:
+        yield make
 
 
 def finish_spans(transport: ZipkinTransport, count: int) -> list[str]:

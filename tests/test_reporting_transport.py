@@ -23,7 +23,7 @@ from aiozipkin.tracer import Tracer
 from yarl import URL
 
 from aiozipkin_client.reporting import ReportingStats, ZipkinTransport, create
-from tests.kit.collector import Collector, running_collector, wait_until
+from tests.kit.collector import Collector, running_collector, transports_for, wait_until
 
 ENDPOINT = create_endpoint("checkout", ipv4="127.0.0.1", port=8080)
 Factory = Callable[..., ZipkinTransport]
@@ -38,24 +38,8 @@ async def collector() -> AsyncIterator[Collector]:
 @pytest.fixture
 async def make_transport(collector: Collector) -> AsyncIterator[Factory]:
     """Builds transports posting to the collector, with test-friendly delays; closes them all."""
-    made: list[ZipkinTransport] = []
-
-    def make(**options: Any) -> ZipkinTransport:
-        settings: dict[str, Any] = {
-            "send_interval": 0.05,
-            "send_timeout": 2.0,
-            "close_timeout": 2.0,
-            "retry_delay": 0.01,
-            "retry_max_delay": 0.05,
-        }
-        settings.update(options)
-        transport = ZipkinTransport(collector.url, **settings)
-        made.append(transport)
-        return transport
-
-    yield make
-    for transport in made:
-        await asyncio.wait_for(transport.close(), 10)
+    async with transports_for(collector, send_timeout=2.0, close_timeout=2.0) as make:
+        yield make
 
 
 def tracer_for(transport: ZipkinTransport) -> Tracer:

@@ -28,9 +28,19 @@ from aiohttp import web
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from aiozipkin_client.reporting import ZipkinTransport
+
 from .schema import validate_spans
 
-__all__ = ("SPANS_PATH", "Collector", "Mode", "ReceivedPost", "running_collector", "wait_until")
+__all__ = (
+    "SPANS_PATH",
+    "Collector",
+    "Mode",
+    "ReceivedPost",
+    "running_collector",
+    "transports_for",
+    "wait_until",
+)
 
 SPANS_PATH: Final = "/api/v2/spans"
 
@@ -267,3 +277,33 @@ async def wait_until(condition: Callable[[], bool], within: float = 10.0) -> Non
             return
         await asyncio.sleep(0.01)
     assert condition(), f"condition still false after {within} s"
+
+
+@asynccontextmanager
+async def transports_for(
+    collector: Collector, *, send_timeout: float, close_timeout: float
+) -> AsyncIterator[Callable[..., ZipkinTransport]]:
+    """A factory of transports posting to ``collector`` with test-friendly delays.
+
+    ``make(**options)`` overrides any default; every transport made is closed (bounded) on exit.
+    """
+    made: list[ZipkinTransport] = []
+
+    def make(**options: Any) -> ZipkinTransport:
+        settings: dict[str, Any] = {
+            "send_interval": 0.05,
+            "send_timeout": send_timeout,
+            "close_timeout": close_timeout,
+            "retry_delay": 0.01,
+            "retry_max_delay": 0.05,
+        }
+        settings.update(options)
+        transport = ZipkinTransport(collector.url, **settings)
+        made.append(transport)
+        return transport
+
+    try:
+        yield make
+    finally:
+        for transport in made:
+            await asyncio.wait_for(transport.close(), 10)
