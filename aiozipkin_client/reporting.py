@@ -34,7 +34,7 @@ from typing import Any, Final
 import aiohttp
 from aiozipkin.context_managers import _ContextManager
 from aiozipkin.helpers import Endpoint
-from aiozipkin.record import Record
+from aiozipkin.record import Annotation, Record
 from aiozipkin.sampler import Sampler
 from aiozipkin.tracer import Tracer
 from aiozipkin.transport import TransportABC
@@ -272,8 +272,169 @@ def _to_json(span: dict[str, Any]) -> bytes:
     # Compact UTF-8 rather than \u escapes: smaller bodies for non-ASCII tags. A lone surrogate
     # (possible in a Python str, never valid UTF-8) can only sit inside a JSON string, so
     # replacing it with "?" keeps the document valid instead of failing the whole batch.
-    text = json.dumps(span, ensure_ascii=False, separators=(",", ":"))
-    return text.encode("utf-8", "replace")
+    return _JSON.encode(span).encode("utf-8", "replace")
+
+
+# What json.dumps(span, ensure_ascii=False, separators=(",", ":")) builds on every call.
+_JSON: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+# The string encoder _JSON uses (C-accelerated): '"' + the escaped text + '"'.
+_quote: Final = json.encoder.encode_basestring
+_RECORD_ASDICT: Final = Record.asdict
+# Distinct endpoints whose JSON a transport keeps; a process talks to few, so this is plenty.
+_ENDPOINT_CACHE_SIZE: Final = 256
+
+
+_UNSET: Final = object()
+
+
+class _NotPlain(Exception):
+    """The record holds something aiozipkin's own methods would not store: use encode_span."""
+
+
+class _SpanEncoder:
+    """``_to_json(encode_span(record))``, the same bytes, written directly for plain records.
+
+    Encoding is most of what reporting costs per span, and nearly all of it is spent building
+    and re-checking intermediate dicts. A record whose class keeps aiozipkin's own ``asdict()``
+    holds exactly the fields ``asdict()`` would copy; when they have the types aiozipkin's own
+    methods store (str ids, names and tags, int timestamps, ``Annotation`` tuples), the JSON
+    is written from them directly, applying :func:`encode_span`'s rules field by field, in its
+    order. Anything else (an overridden ``asdict()``, a caller's odd types) takes
+    :func:`encode_span`'s path. Validated endpoints are cached: a process reports from one local
+    endpoint to a few remote ones, and parsing their addresses was the largest single cost.
+    """
+
+    __slots__ = ("_endpoints", "_parent_id", "_trace_id")
+
+    def __init__(self) -> None:
+        self._endpoints: dict[tuple[str | None, str | None, str | None, int | None], str] = {}
+        # The last trace and parent ids found valid, as (the object checked, its value): the
+        # spans of one trace share them, and a str that passed the check once passes it again.
+        self._trace_id: tuple[object, str] = (_UNSET, "")
+        self._parent_id: tuple[object, str] = (_UNSET, "")
+
+    def __call__(self, record: Record) -> bytes:
+        if type(record).asdict is _RECORD_ASDICT:
+            try:
+                return self._plain(record).encode("utf-8", "replace")
+            except _NotPlain:
+                pass
+        return _to_json(encode_span(record))
+
+    def _plain(self, record: Record) -> str:
+        # Annotations and tags first: where asdict() itself would fail (an item that is not an
+        # Annotation), encode_span fails before it checks any identifier, and so must we.
+        annotations = record._annotations
+        tags = record._tags
+        if type(annotations) is not list or type(tags) is not dict:
+            raise _NotPlain
+        tail: list[str] = []
+        seen: set[tuple[str, int]] = set()
+        separator = ',"annotations":['
+        for annotation in annotations:
+            if type(annotation) is not Annotation:
+                raise _NotPlain
+            text, timestamp = annotation
+            if text is None:
+                continue
+            if type(text) is not str:
+                raise _NotPlain
+            at = timestamp if type(timestamp) is int else _epoch_micros(timestamp)
+            if not text.strip() or at is None or at <= 0 or (text, at) in seen:
+                continue
+            seen.add((text, at))
+            tail.append(f'{separator}{{"timestamp":{at},"value":{_quote(text)}}}')
+            separator = ","
+        if seen:
+            tail.append("]")
+        separator = ',"tags":{'
+        for key, value in tags.items():
+            if type(key) is not str or type(value) is not str:
+                raise _NotPlain
+            if key:
+                tail.append(f"{separator}{_quote(key)}:{_quote(value)}")
+                separator = ","
+        if separator == ",":
+            tail.append("}")
+        name = record._name
+        if name is not None and type(name) is not str:
+            raise _NotPlain
+
+        context = record._context
+        # Then the identifiers, in encode_span's order: a bad one is refused the same way.
+        trace_id, parent_id, span_id = context.trace_id, context.parent_id, context.span_id
+        if trace_id is self._trace_id[0]:
+            trace_id = self._trace_id[1]
+        else:
+            self._trace_id = (trace_id, _identifier(trace_id, "traceId"))
+            trace_id = self._trace_id[1]
+        if parent_id is None:
+            parts = [f'{{"traceId":"{trace_id}","id":"{_identifier(span_id, "id")}"']
+        else:
+            if parent_id is self._parent_id[0]:
+                parent_id = self._parent_id[1]
+            else:
+                self._parent_id = (parent_id, _identifier(parent_id, "parentId"))
+                parent_id = self._parent_id[1]
+            span_id = _identifier(span_id, "id")
+            parts = [f'{{"traceId":"{trace_id}","parentId":"{parent_id}","id":"{span_id}"']
+        kind = _kind(record._kind)
+        if kind is not None:
+            parts.append(f',"kind":"{kind}"')
+        if name is not None:
+            label = _name(name)
+            if label is not None:
+                parts.append(f',"name":{_quote(label)}')
+        start = record._timestamp
+        if start is not None:
+            micros = start if type(start) is int else _epoch_micros(start)
+            if micros is not None and micros > 0:
+                parts.append(f',"timestamp":{micros}')
+        if record._duration is not None:
+            duration = _duration(record._duration)
+            if duration is not None:
+                parts.append(f',"duration":{duration}')
+        local = self._endpoint(record._local_endpoint)
+        if local:
+            parts.append(f',"localEndpoint":{local}')
+        remote = self._endpoint(record._remote_endpoint)
+        if remote:
+            parts.append(f',"remoteEndpoint":{remote}')
+        parts += tail
+        if context.debug is True:
+            parts.append(',"debug":true')
+        if context.shared is True:
+            parts.append(',"shared":true')
+        parts.append("}")
+        return "".join(parts)
+
+    def _endpoint(self, value: object) -> str:
+        """The JSON of ``_endpoint(value)``, or "" when it is omitted."""
+        if type(value) is dict:
+            service = value.get("serviceName")
+            ipv4 = value.get("ipv4")
+            ipv6 = value.get("ipv6")
+            port = value.get("port")
+            # Only exact types make a safe key: True == 1 and 80.0 == 80 but encode differently.
+            if (
+                (service is None or type(service) is str)
+                and (ipv4 is None or type(ipv4) is str)
+                and (ipv6 is None or type(ipv6) is str)
+                and (port is None or type(port) is int)
+            ):
+                key = (service, ipv4, ipv6, port)
+                text = self._endpoints.get(key)
+                if text is None:
+                    if len(self._endpoints) >= _ENDPOINT_CACHE_SIZE:
+                        self._endpoints.clear()
+                    text = self._endpoints[key] = _endpoint_json(value)
+                return text
+        return _endpoint_json(value)
+
+
+def _endpoint_json(value: object) -> str:
+    endpoint = _endpoint(value)
+    return "" if endpoint is None else _JSON.encode(endpoint)
 
 
 # --------------------------------------------------------------------------------------------
@@ -521,6 +682,7 @@ class ZipkinTransport(TransportABC):
         self._retry_max_delay = float(retry_max_delay)
 
         self._buffer = _SpanBuffer(max_queue_size)
+        self._encode = _SpanEncoder()
         self._task: asyncio.Task[None] | None = None
         # Bound to the loop of the background task, so created by it.
         self._wake: asyncio.Event | None = None
@@ -571,7 +733,7 @@ class ZipkinTransport(TransportABC):
             self._log_closed.add(1)
             return
         try:
-            item = _to_json(encode_span(record))
+            item = self._encode(record)
         except InvalidSpanError as exc:
             self._dropped_invalid += 1
             self._log_invalid.add(1, str(exc))
