@@ -17,15 +17,17 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
+from random import getrandbits
 from time import time
 from types import SimpleNamespace
 from typing import Final, Literal, TypeVar
 
 import aiohttp
 from aiohttp import ClientConnectionError, ClientResponse, ClientResponseError, hdrs
-from aiozipkin.helpers import CLIENT, TraceContext
+from aiozipkin.helpers import CLIENT, Endpoint, TraceContext
+from aiozipkin.record import Record
 from aiozipkin.tracer import Tracer
-from aiozipkin.utils import generate_random_64bit_string, generate_random_128bit_string
+from aiozipkin.utils import generate_random_128bit_string
 from multidict import CIMultiDictProxy, MutableMultiMapping
 from yarl import URL
 
@@ -75,6 +77,7 @@ UrlPattern = str | re.Pattern[str] | Callable[[URL], bool]
 HostFilter = Collection[str] | Callable[[URL], bool]
 
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
+_ADDRESS_CACHE_SIZE: Final = 256
 
 #: Every client signal aiohttp 3.14 sends; ClientTracing has a method of the same name for each.
 SIGNALS: Final = (
@@ -141,9 +144,12 @@ class ClientTracing:
         self._tracer = tracer
         self._settings = settings
         self._annotate_phases = settings.connection_phases == "annotations"
-        # Read once: aiozipkin keeps its sampler private, but it is the tracer's policy for
-        # new traces and we must honour it rather than invent our own.
+        # Read once: aiozipkin keeps its sampler and local endpoint private, but they are the
+        # tracer's policy for new traces and its service, which we must honour, not invent.
         self._tracer_sampler = tracer._sampler
+        self._local_endpoint = tracer._local_endpoint
+        # (host, port) -> (ipv4, ipv6) of the remote endpoint; bounded, see _remote_endpoint.
+        self._addresses: dict[tuple[str | None, int | None], tuple[str | None, str | None]] = {}
 
     # -- request lifecycle ---------------------------------------------------------------------
 
@@ -153,22 +159,17 @@ class ClientTracing:
     ) -> None:
         settings = self._settings
         url = params.url
-        if any(matches(url) for matches in settings.exclude):
-            return
+        for matches in settings.exclude:
+            if matches(url):
+                return
         explicit_parent, propagate = read_trace_request_ctx(ctx.trace_request_ctx)
         parent = explicit_parent or current_context()
         request = RequestView(params.method, url, CIMultiDictProxy(params.headers))
         trace_id = parent.trace_id if parent is not None else generate_random_128bit_string()
-        decision = decide(parent, trace_id, request, settings.sampler, self._tracer_sampler)
+        sampled, debug = decide(parent, trace_id, request, settings.sampler, self._tracer_sampler)
         state = RequestState(parent.span_id if parent is not None else None, propagate)
-        context = TraceContext(
-            trace_id=trace_id,
-            parent_id=state.parent_span_id,
-            span_id=generate_random_64bit_string(),
-            sampled=decision.sampled,
-            debug=decision.debug,
-            shared=False,
-        )
+        # trace_id, parent_id, span_id, sampled, debug, shared
+        context = TraceContext(trace_id, state.parent_span_id, _span_id(), sampled, debug, False)
         hop = self._start_hop(context, request, time())
         hop.active = True
         state.hop = hop
@@ -196,7 +197,7 @@ class ClientTracing:
             state.hop = None
             return
         method, url = target
-        context = ended.context._replace(span_id=generate_random_64bit_string())
+        context = ended.context._replace(span_id=_span_id())
         request = RequestView(method, url, CIMultiDictProxy(params.headers))
         state.hop = self._start_hop(context, request, now)
         self._inject(state, state.hop, params.headers)
@@ -519,22 +520,29 @@ class ClientTracing:
         if hop.unwatch is not None:
             hop.unwatch()
             hop.unwatch = None
-        span = self._tracer.to_span(hop.context)
-        span.start(hop.start)
-        span.kind(CLIENT)
+        # The Record a Span would build, made in one step: a Span adds nothing for a span that
+        # is already over, and Tracer.to_span would register it in the table of unfinished
+        # spans only for finish() to remove it again. _send is what Span.finish() calls.
+        record = Record(hop.context, self._local_endpoint)
+        record.start(_micros(hop.start))
+        record.kind(CLIENT)
         if hop.span_name:
-            span.name(hop.span_name)
+            record.name(hop.span_name)
         for key, value in hop.tags.items():
-            span.tag(key, value)
-        hop.annotations.sort(key=_timestamp)
-        for timestamp, value in hop.annotations:
-            span.annotate(value, timestamp)
-        service, ipv4, ipv6, port = self._remote_endpoint(hop.request.url)
-        if service or ipv4 or ipv6 or port:
-            span.remote_endpoint(service, ipv4=ipv4, ipv6=ipv6, port=port)
-        # finish() hands the record to the transport and drops it from the tracer's table.
-        span.finish(hop.end)
-        self._report_phases(hop)
+            record.set_tag(key, value)
+        annotations = hop.annotations
+        annotations.sort(key=_timestamp)
+        for timestamp, value in annotations:
+            record.annotate(value, _micros(timestamp))
+        endpoint = self._remote_endpoint(hop.request.url)
+        if endpoint is not None:
+            record.remote_endpoint(endpoint)
+        record.finish(_micros(hop.end))
+        self._tracer._send(record)
+        if hop.children or (hop.phase_starts and not self._annotate_phases):
+            self._report_phases(hop)
+        else:
+            hop.phase_starts.clear()
 
     def _report_phases(self, hop: Hop) -> None:
         """connection_phases="spans": each phase as a child span of the hop's span."""
@@ -543,9 +551,7 @@ class ClientTracing:
         unfinished = [(phase, start, hop.end) for phase, start in hop.phase_starts.items()]
         hop.phase_starts.clear()
         for phase, start, end in (*hop.children, *(() if self._annotate_phases else unfinished)):
-            context = hop.context._replace(
-                parent_id=hop.context.span_id, span_id=generate_random_64bit_string()
-            )
+            context = hop.context._replace(parent_id=hop.context.span_id, span_id=_span_id())
             child = self._tracer.to_span(context)
             child.start(start)
             child.name(phase.span_name)
@@ -553,26 +559,25 @@ class ClientTracing:
                 child.tag(ERROR, hop.tags[ERROR])
             child.finish(end)
 
-    def _remote_endpoint(self, url: URL) -> tuple[str | None, str | None, str | None, int | None]:
+    def _remote_endpoint(self, url: URL) -> Endpoint | None:
         service = None
         if self._settings.remote_service_name is not None:
             try:
                 service = self._settings.remote_service_name(url)
             except Exception:
                 log.exception("remote_service_name failed for %s", redact_url(url))
-        ipv4 = ipv6 = None
-        host = url.host
-        if host:
-            try:
-                address = ipaddress.ip_address(host.strip("[]"))
-            except ValueError:
-                pass
-            else:
-                if address.version == 4:
-                    ipv4 = str(address)
-                else:
-                    ipv6 = str(address)
-        return service, ipv4, ipv6, url.port
+        host, port = url.host, url.port
+        address = self._addresses.get((host, port))
+        if address is None:
+            # Parsing the host as an IP literal is the costly part, and a client talks to few
+            # hosts: keep a bounded table of the answers.
+            if len(self._addresses) >= _ADDRESS_CACHE_SIZE:
+                self._addresses.clear()
+            address = self._addresses[host, port] = _ip_literal(host)
+        ipv4, ipv6 = address
+        if service or ipv4 or ipv6 or port:
+            return Endpoint(service, ipv4, ipv6, port)
+        return None
 
     def _inject(self, state: RequestState, hop: Hop, headers: MutableMultiMapping[str]) -> None:
         if not state.propagate:
@@ -589,6 +594,30 @@ class ClientTracing:
 
 def _timestamp(annotation: tuple[float, str]) -> float:
     return annotation[0]
+
+
+def _span_id() -> str:
+    # aiozipkin's generate_random_64bit_string(), without the extra call.
+    return f"{getrandbits(64):016x}"
+
+
+def _micros(seconds: float) -> int:
+    # Exactly aiozipkin's make_timestamp(), so a span is stamped as Span.start() would.
+    return int(seconds * 1000 * 1000)
+
+
+def _ip_literal(host: str | None) -> tuple[str | None, str | None]:
+    """``(ipv4, ipv6)`` when ``host`` is an IP address literal, else ``(None, None)``."""
+    if host:
+        try:
+            address = ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            pass
+        else:
+            if address.version == 4:
+                return str(address), None
+            return None, str(address)
+    return None, None
 
 
 def live_hop(state: RequestState | None) -> Hop | None:
@@ -612,6 +641,8 @@ def read_trace_request_ctx(value: object) -> tuple[TraceContext | None, bool]:
     Accepts aiozipkin's forms: a mapping or a SimpleNamespace with ``span_context`` (a
     TraceContext or an aiozipkin span) and ``propagate_headers`` (default True).
     """
+    if value is None:
+        return None, True
     if isinstance(value, Mapping):
         raw_parent = value.get("span_context")
         propagate = value.get("propagate_headers", True)
@@ -691,7 +722,8 @@ def _collector_matcher(tracer: Tracer) -> Callable[[URL], bool] | None:
     origin, path = collector.origin(), collector.path
 
     def is_collector(url: URL) -> bool:
-        return url.is_absolute() and url.origin() == origin and url.path == path
+        # The path first: it is cached on the URL, and it rules out nearly every request.
+        return url.path == path and url.is_absolute() and url.origin() == origin
 
     return is_collector
 
