@@ -26,14 +26,14 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
 import aiohttp
 from aiozipkin.context_managers import _ContextManager
-from aiozipkin.helpers import Endpoint
+from aiozipkin.helpers import Endpoint, TraceContext
 from aiozipkin.record import Annotation, Record
 from aiozipkin.sampler import Sampler
 from aiozipkin.tracer import Tracer
@@ -298,8 +298,8 @@ class _SpanEncoder:
     and re-checking intermediate dicts. A record whose class keeps aiozipkin's own ``asdict()``
     holds exactly the fields ``asdict()`` would copy; when they have the types aiozipkin's own
     methods store (str ids, names and tags, int timestamps, ``Annotation`` tuples), the JSON
-    is written from them directly, applying :func:`encode_span`'s rules field by field, in its
-    order. Anything else (an overridden ``asdict()``, a caller's odd types) takes
+    is written from them directly by :meth:`span`, applying :func:`encode_span`'s rules field by
+    field, in its order. Anything else (an overridden ``asdict()``, a caller's odd types) takes
     :func:`encode_span`'s path. Validated endpoints are cached: a process reports from one local
     endpoint to a few remote ones, and parsing their addresses was the largest single cost.
     """
@@ -315,35 +315,60 @@ class _SpanEncoder:
 
     def __call__(self, record: Record) -> bytes:
         if type(record).asdict is _RECORD_ASDICT:
-            try:
-                return self._plain(record).encode("utf-8", "replace")
-            except _NotPlain:
-                pass
+            annotations = record._annotations
+            # Where asdict() itself would fail (an item that is not an Annotation), encode_span
+            # fails before it checks any identifier: leave that to it.
+            if type(annotations) is list and all(type(a) is Annotation for a in annotations):
+                try:
+                    return self.span(
+                        record._context,
+                        record._name,
+                        record._kind,
+                        record._timestamp,
+                        record._duration,
+                        record._local_endpoint,
+                        record._remote_endpoint,
+                        annotations,
+                        record._tags,
+                    )
+                except _NotPlain:
+                    pass
         return _to_json(encode_span(record))
 
-    def _plain(self, record: Record) -> str:
-        # Annotations and tags first: where asdict() itself would fail (an item that is not an
-        # Annotation), encode_span fails before it checks any identifier, and so must we.
-        annotations = record._annotations
-        tags = record._tags
-        if type(annotations) is not list or type(tags) is not dict:
+    def span(
+        self,
+        context: TraceContext,
+        name: object,
+        kind: object,
+        timestamp: object,
+        duration: object,
+        local_endpoint: object,
+        remote_endpoint: object,
+        annotations: Iterable[tuple[object, object]],
+        tags: object,
+    ) -> bytes:
+        """The span holding these Record fields, as encode_span would make it, in JSON.
+
+        Raises :class:`InvalidSpanError` as encode_span does, and ``_NotPlain`` for values of
+        other types than aiozipkin's methods store, which encode_span must handle instead.
+        """
+        # Annotations, tags and name first: a value only encode_span may handle must be found
+        # before an identifier is refused, since encode_span would fail on it first.
+        if type(tags) is not dict:
             raise _NotPlain
         tail: list[str] = []
         seen: set[tuple[str, int]] = set()
         separator = ',"annotations":['
-        for annotation in annotations:
-            if type(annotation) is not Annotation:
-                raise _NotPlain
-            text, timestamp = annotation
+        for text, at in annotations:
             if text is None:
                 continue
             if type(text) is not str:
                 raise _NotPlain
-            at = timestamp if type(timestamp) is int else _epoch_micros(timestamp)
-            if not text.strip() or at is None or at <= 0 or (text, at) in seen:
+            micros = at if type(at) is int else _epoch_micros(at)
+            if not text.strip() or micros is None or micros <= 0 or (text, micros) in seen:
                 continue
-            seen.add((text, at))
-            tail.append(f'{separator}{{"timestamp":{at},"value":{_quote(text)}}}')
+            seen.add((text, micros))
+            tail.append(f'{separator}{{"timestamp":{micros},"value":{_quote(text)}}}')
             separator = ","
         if seen:
             tail.append("]")
@@ -356,11 +381,9 @@ class _SpanEncoder:
                 separator = ","
         if separator == ",":
             tail.append("}")
-        name = record._name
         if name is not None and type(name) is not str:
             raise _NotPlain
 
-        context = record._context
         # Then the identifiers, in encode_span's order: a bad one is refused the same way.
         trace_id, parent_id, span_id = context.trace_id, context.parent_id, context.span_id
         if trace_id is self._trace_id[0]:
@@ -378,35 +401,34 @@ class _SpanEncoder:
                 parent_id = self._parent_id[1]
             span_id = _identifier(span_id, "id")
             parts = [f'{{"traceId":"{trace_id}","parentId":"{parent_id}","id":"{span_id}"']
-        kind = _kind(record._kind)
-        if kind is not None:
-            parts.append(f',"kind":"{kind}"')
+        label = _kind(kind)
+        if label is not None:
+            parts.append(f',"kind":"{label}"')
         if name is not None:
             label = _name(name)
             if label is not None:
                 parts.append(f',"name":{_quote(label)}')
-        start = record._timestamp
-        if start is not None:
-            micros = start if type(start) is int else _epoch_micros(start)
+        if timestamp is not None:
+            micros = timestamp if type(timestamp) is int else _epoch_micros(timestamp)
             if micros is not None and micros > 0:
                 parts.append(f',"timestamp":{micros}')
-        if record._duration is not None:
-            duration = _duration(record._duration)
-            if duration is not None:
-                parts.append(f',"duration":{duration}')
-        local = self._endpoint(record._local_endpoint)
-        if local:
-            parts.append(f',"localEndpoint":{local}')
-        remote = self._endpoint(record._remote_endpoint)
-        if remote:
-            parts.append(f',"remoteEndpoint":{remote}')
+        if duration is not None:
+            micros = _duration(duration)
+            if micros is not None:
+                parts.append(f',"duration":{micros}')
+        endpoint = self._endpoint(local_endpoint)
+        if endpoint:
+            parts.append(f',"localEndpoint":{endpoint}')
+        endpoint = self._endpoint(remote_endpoint)
+        if endpoint:
+            parts.append(f',"remoteEndpoint":{endpoint}')
         parts += tail
         if context.debug is True:
             parts.append(',"debug":true')
         if context.shared is True:
             parts.append(',"shared":true')
         parts.append("}")
-        return "".join(parts)
+        return "".join(parts).encode("utf-8", "replace")
 
     def _endpoint(self, value: object) -> str:
         """The JSON of ``_endpoint(value)``, or "" when it is omitted."""
@@ -744,12 +766,65 @@ class ZipkinTransport(TransportABC):
             self._dropped_invalid += 1
             self._log_invalid.add(1, f"encoding failed: {exc!r}")
             return
-        if self._buffer.append(item):
+        self._enqueue(item)
+
+    def _send_span(
+        self,
+        context: TraceContext,
+        name: str | None,
+        kind: str | None,
+        timestamp: int,
+        duration: int,
+        local_endpoint: Mapping[str, Any],
+        remote_endpoint: Mapping[str, Any] | None,
+        annotations: Iterable[tuple[str, int]],
+        tags: Mapping[str, str],
+    ) -> bool:
+        """:meth:`send` for a finished span given as the values its ``Record`` would hold.
+
+        For aiozipkin_client's own client spans, which skip building a ``Record`` when they
+        report here. False when a value is not of the plain types a ``Record`` holds: then
+        nothing was counted or queued, and the caller sends the ``Record`` instead.
+        """
+        if self._closing:
+            self._received += 1
+            self._dropped_closed += 1
+            self._log_closed.add(1)
+            return True
+        try:
+            item = self._encode.span(
+                context,
+                name,
+                kind,
+                timestamp,
+                duration,
+                local_endpoint,
+                remote_endpoint,
+                annotations,
+                tags,
+            )
+        except InvalidSpanError as exc:
+            self._received += 1
+            self._dropped_invalid += 1
+            self._log_invalid.add(1, str(exc))
+            return True
+        except Exception:
+            # _NotPlain, or anything unforeseen: the Record's path counts and handles it.
+            return False
+        self._received += 1
+        self._enqueue(item)
+        return True
+
+    def _enqueue(self, item: bytes) -> None:
+        buffer = self._buffer
+        if buffer.append(item):
             self._dropped_queue_full += 1
             self._log_full.add(1, "the collector is unreachable or too slow")
-        self._ensure_sender()
+        task = self._task
+        if task is None or task.done():
+            self._ensure_sender()
         wake = self._wake
-        if wake is not None and len(self._buffer) >= self._batch_size and not wake.is_set():
+        if wake is not None and len(buffer) >= self._batch_size and not wake.is_set():
             wake.set()
 
     async def close(self) -> None:
