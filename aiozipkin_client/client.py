@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from random import getrandbits
 from time import time
 from types import SimpleNamespace
-from typing import Final, Literal, TypeVar
+from typing import Final, Literal, NamedTuple, TypeVar
 
 import aiohttp
 from aiohttp import ClientConnectionError, ClientResponse, ClientResponseError, hdrs
@@ -66,6 +66,7 @@ from .parsers import (
     redact_url,
 )
 from .propagation import B3Format, inject, remove_b3_headers
+from .reporting import ZipkinTransport
 from .sampling import RequestSampler, decide
 
 __all__ = ("make_trace_config",)
@@ -77,7 +78,7 @@ UrlPattern = str | re.Pattern[str] | Callable[[URL], bool]
 HostFilter = Collection[str] | Callable[[URL], bool]
 
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
-_ADDRESS_CACHE_SIZE: Final = 256
+_REMOTE_CACHE_SIZE: Final = 256
 
 #: Every client signal aiohttp 3.14 sends; ClientTracing has a method of the same name for each.
 SIGNALS: Final = (
@@ -148,8 +149,11 @@ class ClientTracing:
         # tracer's policy for new traces and its service, which we must honour, not invent.
         self._tracer_sampler = tracer._sampler
         self._local_endpoint = tracer._local_endpoint
-        # (host, port) -> (ipv4, ipv6) of the remote endpoint; bounded, see _remote_endpoint.
-        self._addresses: dict[tuple[str | None, int | None], tuple[str | None, str | None]] = {}
+        self._local_endpoint_fields = _fields(tracer._local_endpoint)
+        transport = tracer._transport
+        self._direct = transport if isinstance(transport, ZipkinTransport) else None
+        # (service, host, port) -> remote endpoint; bounded, see _remote_endpoint.
+        self._remotes: dict[tuple[str | None, str | None, int | None], _Remote | None] = {}
 
     # -- request lifecycle ---------------------------------------------------------------------
 
@@ -520,25 +524,41 @@ class ClientTracing:
         if hop.unwatch is not None:
             hop.unwatch()
             hop.unwatch = None
-        # The Record a Span would build, made in one step: a Span adds nothing for a span that
-        # is already over, and Tracer.to_span would register it in the table of unfinished
-        # spans only for finish() to remove it again. _send is what Span.finish() calls.
-        record = Record(hop.context, self._local_endpoint)
-        record.start(_micros(hop.start))
-        record.kind(CLIENT)
-        if hop.span_name:
-            record.name(hop.span_name)
-        for key, value in hop.tags.items():
-            record.set_tag(key, value)
+        start, end = _micros(hop.start), _micros(hop.end)
         annotations = hop.annotations
         annotations.sort(key=_timestamp)
-        for timestamp, value in annotations:
-            record.annotate(value, _micros(timestamp))
-        endpoint = self._remote_endpoint(hop.request.url)
-        if endpoint is not None:
-            record.remote_endpoint(endpoint)
-        record.finish(_micros(hop.end))
-        self._tracer._send(record)
+        remote = self._remote_endpoint(hop.request.url)
+        # Our own transport takes the values a Record would hold, without the Record: it
+        # writes the same JSON from them (and refuses, so we send the Record, if a parser put
+        # in something else than strings).
+        direct = self._direct
+        if direct is None or not direct._send_span(
+            hop.context,
+            hop.span_name,
+            CLIENT,
+            start,
+            max(end - start, 1),  # what Record.finish() computes for a CLIENT span
+            self._local_endpoint_fields,
+            None if remote is None else remote.fields,
+            [(value, _micros(timestamp)) for timestamp, value in annotations],
+            hop.tags,
+        ):
+            # The Record a Span would build, made in one step: a Span adds nothing for a span
+            # that is already over, and Tracer.to_span would register it in the table of
+            # unfinished spans only for finish() to remove it. _send is what finish() calls.
+            record = Record(hop.context, self._local_endpoint)
+            record.start(start)
+            record.kind(CLIENT)
+            if hop.span_name:
+                record.name(hop.span_name)
+            for key, value in hop.tags.items():
+                record.set_tag(key, value)
+            for timestamp, value in annotations:
+                record.annotate(value, _micros(timestamp))
+            if remote is not None:
+                record.remote_endpoint(remote.endpoint)
+            record.finish(end)
+            self._tracer._send(record)
         if hop.children or (hop.phase_starts and not self._annotate_phases):
             self._report_phases(hop)
         else:
@@ -559,25 +579,27 @@ class ClientTracing:
                 child.tag(ERROR, hop.tags[ERROR])
             child.finish(end)
 
-    def _remote_endpoint(self, url: URL) -> Endpoint | None:
+    def _remote_endpoint(self, url: URL) -> _Remote | None:
+        """The remote endpoint, and the fields a Record keeps of it; None when it is empty."""
         service = None
         if self._settings.remote_service_name is not None:
             try:
                 service = self._settings.remote_service_name(url)
             except Exception:
                 log.exception("remote_service_name failed for %s", redact_url(url))
-        host, port = url.host, url.port
-        address = self._addresses.get((host, port))
-        if address is None:
-            # Parsing the host as an IP literal is the costly part, and a client talks to few
-            # hosts: keep a bounded table of the answers.
-            if len(self._addresses) >= _ADDRESS_CACHE_SIZE:
-                self._addresses.clear()
-            address = self._addresses[host, port] = _ip_literal(host)
-        ipv4, ipv6 = address
-        if service or ipv4 or ipv6 or port:
-            return Endpoint(service, ipv4, ipv6, port)
-        return None
+        if service is not None and type(service) is not str:
+            return _remote(service, url.host, url.port)
+        key = (service, url.host, url.port)
+        try:
+            return self._remotes[key]
+        except KeyError:
+            pass
+        # Parsing the host as an IP literal is the costly part, and a client talks to few
+        # hosts: keep a bounded table of the answers.
+        if len(self._remotes) >= _REMOTE_CACHE_SIZE:
+            self._remotes.clear()
+        remote = self._remotes[key] = _remote(*key)
+        return remote
 
     def _inject(self, state: RequestState, hop: Hop, headers: MutableMultiMapping[str]) -> None:
         if not state.propagate:
@@ -596,6 +618,11 @@ def _timestamp(annotation: tuple[float, str]) -> float:
     return annotation[0]
 
 
+def _fields(endpoint: Endpoint) -> dict[str, str | int]:
+    # What Record keeps of an Endpoint: its fields that are not None.
+    return {name: value for name, value in endpoint._asdict().items() if value is not None}
+
+
 def _span_id() -> str:
     # aiozipkin's generate_random_64bit_string(), without the extra call.
     return f"{getrandbits(64):016x}"
@@ -606,8 +633,15 @@ def _micros(seconds: float) -> int:
     return int(seconds * 1000 * 1000)
 
 
-def _ip_literal(host: str | None) -> tuple[str | None, str | None]:
-    """``(ipv4, ipv6)`` when ``host`` is an IP address literal, else ``(None, None)``."""
+class _Remote(NamedTuple):
+    endpoint: Endpoint
+    #: What a Record keeps of ``endpoint``: the fields that are not None.
+    fields: dict[str, str | int]
+
+
+def _remote(service: str | None, host: str | None, port: int | None) -> _Remote | None:
+    """The remote endpoint of a request to ``host:port``: its IP if the host is a literal."""
+    ipv4 = ipv6 = None
     if host:
         try:
             address = ipaddress.ip_address(host.strip("[]"))
@@ -615,9 +649,13 @@ def _ip_literal(host: str | None) -> tuple[str | None, str | None]:
             pass
         else:
             if address.version == 4:
-                return str(address), None
-            return None, str(address)
-    return None, None
+                ipv4 = str(address)
+            else:
+                ipv6 = str(address)
+    if service or ipv4 or ipv6 or port:
+        endpoint = Endpoint(service, ipv4, ipv6, port)
+        return _Remote(endpoint, _fields(endpoint))
+    return None
 
 
 def live_hop(state: RequestState | None) -> Hop | None:
