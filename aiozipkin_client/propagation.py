@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from aiozipkin.helpers import TraceContext
-from multidict import MultiMapping, MutableMultiMapping
+from multidict import MultiMapping, MutableMultiMapping, istr
 
 __all__ = (
     "B3_HEADERS",
@@ -38,12 +38,14 @@ __all__ = (
 
 log = logging.getLogger("aiozipkin_client")
 
-TRACE_ID: Final = "X-B3-TraceId"
-SPAN_ID: Final = "X-B3-SpanId"
-PARENT_SPAN_ID: Final = "X-B3-ParentSpanId"
-SAMPLED: Final = "X-B3-Sampled"
-FLAGS: Final = "X-B3-Flags"
-SINGLE: Final = "b3"
+# istr, like aiohttp's own header names: case-insensitive mappings then skip folding the case
+# of the name on every lookup. They are str, and go on the wire spelled as here.
+TRACE_ID: Final = istr("X-B3-TraceId")
+SPAN_ID: Final = istr("X-B3-SpanId")
+PARENT_SPAN_ID: Final = istr("X-B3-ParentSpanId")
+SAMPLED: Final = istr("X-B3-Sampled")
+FLAGS: Final = istr("X-B3-Flags")
+SINGLE: Final = istr("b3")
 
 #: Every header name this module reads or writes (HTTP header names are case-insensitive).
 B3_HEADERS: Final = (TRACE_ID, SPAN_ID, PARENT_SPAN_ID, SAMPLED, FLAGS, SINGLE)
@@ -94,7 +96,9 @@ def is_valid_span_id(value: str) -> bool:
 def remove_b3_headers(headers: MutableMultiMapping[str]) -> None:
     """Remove every B3 header, whatever its case or how often it occurs."""
     for name in B3_HEADERS:
-        headers.popall(name, None)
+        # A lookup is cheaper than a removal that finds nothing, which is the usual case.
+        if name in headers:
+            headers.popall(name)
 
 
 def inject(
@@ -114,18 +118,20 @@ def inject(
     '463ac35c9f6413ad48485a3953bb6124-a2fb4a1d1a96d312-1'
     """
     remove_b3_headers(headers)
+    # No B3 header is left, so add() does what assignment would, without looking for one.
+    add = headers.add
     if fmt is not B3Format.SINGLE:
-        headers[TRACE_ID] = context.trace_id
-        headers[SPAN_ID] = context.span_id
+        add(TRACE_ID, context.trace_id)
+        add(SPAN_ID, context.span_id)
         if context.parent_id is not None:
-            headers[PARENT_SPAN_ID] = context.parent_id
+            add(PARENT_SPAN_ID, context.parent_id)
         if context.debug:
             # Debug implies accept: the spec says not to send X-B3-Sampled as well.
-            headers[FLAGS] = "1"
+            add(FLAGS, "1")
         elif context.sampled is not None:
-            headers[SAMPLED] = "1" if context.sampled else "0"
+            add(SAMPLED, "1" if context.sampled else "0")
     if fmt is not B3Format.MULTI:
-        headers[SINGLE] = single_header_value(context)
+        add(SINGLE, single_header_value(context))
 
 
 def single_header_value(context: TraceContext) -> str:
