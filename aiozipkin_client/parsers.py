@@ -197,6 +197,13 @@ def redact_url(url: URL, sensitive_params: Collection[str] = DEFAULT_SENSITIVE_Q
     >>> str(redact_url(URL("https://u:p@api.example/v1?sig=abc&page=2#top")))
     'https://api.example/v1?sig=REDACTED&page=2'
     """
+    if (
+        url.raw_user is None
+        and url.raw_password is None
+        and not url.raw_fragment
+        and not url.raw_query_string
+    ):
+        return url  # nothing to remove or mask: the common case, decided on raw parts
     if url.user is not None or url.password is not None:
         url = url.with_user(None)
     if url.fragment:
