@@ -139,5 +139,7 @@ class TraceConfigContext(SimpleNamespace):
     state: RequestState | None
 
     def __init__(self, trace_request_ctx: object = None) -> None:
-        super().__init__(trace_request_ctx=trace_request_ctx)
+        # What SimpleNamespace(trace_request_ctx=...) does, without its keyword handling:
+        # aiohttp makes one of these for every request.
+        self.trace_request_ctx = trace_request_ctx
         self.state = None

@@ -17,6 +17,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
+from operator import itemgetter
 from random import getrandbits
 from time import time
 from types import SimpleNamespace
@@ -526,7 +527,7 @@ class ClientTracing:
             hop.unwatch = None
         start, end = _micros(hop.start), _micros(hop.end)
         annotations = hop.annotations
-        annotations.sort(key=_timestamp)
+        annotations.sort(key=_timestamp)  # stable: events of one instant keep their order
         remote = self._remote_endpoint(hop.request.url)
         # Our own transport takes the values a Record would hold, without the Record: it
         # writes the same JSON from them (and refuses, so we send the Record, if a parser put
@@ -540,7 +541,8 @@ class ClientTracing:
             max(end - start, 1),  # what Record.finish() computes for a CLIENT span
             self._local_endpoint_fields,
             None if remote is None else remote.fields,
-            [(value, _micros(timestamp)) for timestamp, value in annotations],
+            # _micros(), inline: this runs for every annotation of every span.
+            [(value, int(timestamp * 1000 * 1000)) for timestamp, value in annotations],
             hop.tags,
         ):
             # The Record a Span would build, made in one step: a Span adds nothing for a span
@@ -614,8 +616,8 @@ class ClientTracing:
             state.injected = False
 
 
-def _timestamp(annotation: tuple[float, str]) -> float:
-    return annotation[0]
+#: The sort key of a hop's (timestamp, value) annotations (in C, unlike a lambda).
+_timestamp: Final = itemgetter(0)
 
 
 def _fields(endpoint: Endpoint) -> dict[str, str | int]:
