@@ -9,7 +9,8 @@ its own tracer's form, and reports through its own library's standard path:
 * ``opentelemetry``: ``create_trace_config`` of opentelemetry-instrumentation-aiohttp-client with
   the SDK's ``TracerProvider``, a ``BatchSpanProcessor`` and the Zipkin JSON exporter;
 * ``aiozipkin_client``: this package's ``make_trace_config(tracer)`` with every signal and tag
-  (its defaults), reporting through ``aiozipkin_client.reporting.create``.
+  (its defaults), reporting through ``aiozipkin_client.reporting.create``;
+* ``listen_only`` and ``bare_recorder``: reference points, not tracers (see ``bench.floors``).
 
 Each reporter keeps its own defaults (batch sizes, intervals). :meth:`Tracing.close` flushes
 every span of the block to the collector, and the benchmark counts it inside the measured time,
@@ -37,11 +38,14 @@ from opentelemetry.trace import use_span
 import aiozipkin_client
 from aiozipkin_client import reporting
 
-__all__ = ("CONFIGS", "SERVICE", "Tracing", "start_tracing")
+from .floors import FLOORS, bare_recorder, listen_only
+
+__all__ = ("CONFIGS", "SERVICE", "TRACERS", "Tracing", "start_tracing")
 
 SERVICE: Final = "bench-client"
 #: In report order; the first is the baseline every overhead is measured against.
-CONFIGS: Final = ("none", "aiozipkin", "opentelemetry", "aiozipkin_client")
+TRACERS: Final = ("none", "aiozipkin", "opentelemetry", "aiozipkin_client")
+CONFIGS: Final = (*TRACERS, *FLOORS)
 
 
 class Tracing:
@@ -129,5 +133,13 @@ async def start_tracing(name: str, collector_url: str) -> Tracing:
             lambda: aiozipkin_client.use_span(parent),
             tracer.close,
             1,
+        )
+    if name == "listen_only":
+        return Tracing(name, [listen_only()], nullcontext, _nothing, 0)
+    if name == "bare_recorder":
+        parent = _zipkin_parent()
+        spans: list[str] = []
+        return Tracing(
+            name, [bare_recorder(parent.trace_id, parent.span_id, spans)], nullcontext, _nothing, 0
         )
     raise ValueError(f"unknown configuration {name!r}; choose from {', '.join(CONFIGS)}")
