@@ -368,7 +368,11 @@ def _ok(value: bool | None) -> str:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a short smoke run (~1 minute)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a short smoke run (about 30 seconds; writes nothing unless --output)",
+    )
     parser.add_argument("--rounds", type=int, help="rounds of every case and configuration")
     parser.add_argument(
         "--cases", help=f"comma-separated subset of: {', '.join(c.name for c in CASES)}"
