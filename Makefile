@@ -4,13 +4,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install lint typecheck unit test example demo bench zipkin-up zipkin-down clean
+.PHONY: help install lint typecheck unit test example demo bench bench-memory zipkin-up zipkin-down clean
 
 help:
 	@echo "make test      - create $(VENV), install, then lint, mypy --strict and the tests"
 	@echo "make demo      - three traced services, a few requests, traces drawn here (or ZIPKIN_URL=... to report)"
 	@echo "make example   - send one traced request to a local server and print its span"
 	@echo "make zipkin-up / zipkin-down - start/stop Zipkin and the example services in Docker"
+	@echo "make bench     - tracing overhead vs aiozipkin and OpenTelemetry (BENCH_ARGS=--quick for a smoke run)"
 	@echo "make clean     - remove the virtual environment and caches"
 
 $(STAMP): pyproject.toml setup.py requirements-dev.txt
@@ -23,8 +24,8 @@ $(STAMP): pyproject.toml setup.py requirements-dev.txt
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check aiozipkin_client tests examples
-	$(BIN)/ruff format --check aiozipkin_client tests examples
+	$(BIN)/ruff check aiozipkin_client tests examples bench
+	$(BIN)/ruff format --check aiozipkin_client tests examples bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -39,6 +40,19 @@ example: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m examples.demo $(DEMO_ARGS)
+
+# Benchmark-only dependencies (OpenTelemetry) go into the same venv, once.
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP) requirements-bench.txt
+	$(BIN)/python -m pip install --quiet -r requirements-bench.txt
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+bench-memory: $(BENCH_STAMP)
+	$(BIN)/python -m bench --memory-only $(BENCH_ARGS)
 
 zipkin-up:
 	docker compose -f docker/docker-compose.yml up -d --build
