@@ -12,27 +12,24 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import ipaddress
 import logging
 import re
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
-from operator import itemgetter
-from random import getrandbits
 from time import time
 from types import SimpleNamespace
-from typing import Final, Literal, NamedTuple, TypeVar
+from typing import Final, Literal, TypeVar
 
 import aiohttp
 from aiohttp import ClientConnectionError, ClientResponse, ClientResponseError, hdrs
-from aiozipkin.helpers import CLIENT, Endpoint, TraceContext
-from aiozipkin.record import Record
+from aiozipkin.helpers import CLIENT, TraceContext
 from aiozipkin.tracer import Tracer
 from aiozipkin.utils import generate_random_128bit_string
 from multidict import CIMultiDictProxy, MutableMultiMapping
 from yarl import URL
 
 from ._context import current_context, to_context
+from ._spans import Remote, SpanSink, by_timestamp, remote_endpoint, span_id
 from ._state import Hop, RequestState, TraceConfigContext
 from .annotations import (
     BODY_RECEIVED,
@@ -65,9 +62,9 @@ from .parsers import (
     default_response_parser,
     error_value,
     redact_url,
+    run_response_parser,
 )
 from .propagation import B3Format, inject, remove_b3_headers
-from .reporting import ZipkinTransport
 from .sampling import RequestSampler, decide
 
 __all__ = ("make_trace_config",)
@@ -149,12 +146,9 @@ class ClientTracing:
         # Read once: aiozipkin keeps its sampler and local endpoint private, but they are the
         # tracer's policy for new traces and its service, which we must honour, not invent.
         self._tracer_sampler = tracer._sampler
-        self._local_endpoint = tracer._local_endpoint
-        self._local_endpoint_fields = _fields(tracer._local_endpoint)
-        transport = tracer._transport
-        self._direct = transport if isinstance(transport, ZipkinTransport) else None
+        self._sink = SpanSink(tracer)
         # (service, host, port) -> remote endpoint; bounded, see _remote_endpoint.
-        self._remotes: dict[tuple[str | None, str | None, int | None], _Remote | None] = {}
+        self._remotes: dict[tuple[str | None, str | None, int | None], Remote | None] = {}
 
     # -- request lifecycle ---------------------------------------------------------------------
 
@@ -174,7 +168,7 @@ class ClientTracing:
         sampled, debug = decide(parent, trace_id, request, settings.sampler, self._tracer_sampler)
         state = RequestState(parent.span_id if parent is not None else None, propagate)
         # trace_id, parent_id, span_id, sampled, debug, shared
-        context = TraceContext(trace_id, state.parent_span_id, _span_id(), sampled, debug, False)
+        context = TraceContext(trace_id, state.parent_span_id, span_id(), sampled, debug, False)
         hop = self._start_hop(context, request, time())
         hop.active = True
         state.hop = hop
@@ -202,7 +196,7 @@ class ClientTracing:
             state.hop = None
             return
         method, url = target
-        context = ended.context._replace(span_id=_span_id())
+        context = ended.context._replace(span_id=span_id())
         request = RequestView(method, url, CIMultiDictProxy(params.headers))
         state.hop = self._start_hop(context, request, now)
         self._inject(state, state.hop, params.headers)
@@ -501,16 +495,10 @@ class ClientTracing:
             hop.annotate(REQUEST_BODY_START, hop.body_first)
             hop.annotate(REQUEST_BODY_END, hop.body_last)
             hop.tags[REQUEST_SIZE] = str(hop.body_bytes)
-        if error is not None:
-            hop.tag(ERROR, error_value(error))
         view = ResponseView(hop.request, status, headers, error)
-        try:
-            self._settings.response_parser(view, hop)
-        except Exception:
-            log.exception("response_parser failed; the span keeps what it had")
-        if error is not None and not hop.tags.get(ERROR):
-            # A parser may add detail, but must not lose an error or leave it empty.
-            hop.tag(ERROR, error_value(error))
+        run_response_parser(
+            self._settings.response_parser, view, hop, hop.tags, error, "response_parser"
+        )
 
     def _report_previous(self, state: RequestState) -> None:
         if state.previous is not None:
@@ -525,42 +513,17 @@ class ClientTracing:
         if hop.unwatch is not None:
             hop.unwatch()
             hop.unwatch = None
-        start, end = _micros(hop.start), _micros(hop.end)
-        annotations = hop.annotations
-        annotations.sort(key=_timestamp)  # stable: events of one instant keep their order
-        remote = self._remote_endpoint(hop.request.url)
-        # Our own transport takes the values a Record would hold, without the Record: it
-        # writes the same JSON from them (and refuses, so we send the Record, if a parser put
-        # in something else than strings).
-        direct = self._direct
-        if direct is None or not direct._send_span(
+        hop.annotations.sort(key=by_timestamp)  # stable: events of one instant keep order
+        self._sink.report(
             hop.context,
-            hop.span_name,
             CLIENT,
-            start,
-            max(end - start, 1),  # what Record.finish() computes for a CLIENT span
-            self._local_endpoint_fields,
-            None if remote is None else remote.fields,
-            # _micros(), inline: this runs for every annotation of every span.
-            [(value, int(timestamp * 1000 * 1000)) for timestamp, value in annotations],
+            hop.span_name,
+            hop.start,
+            hop.end,
             hop.tags,
-        ):
-            # The Record a Span would build, made in one step: a Span adds nothing for a span
-            # that is already over, and Tracer.to_span would register it in the table of
-            # unfinished spans only for finish() to remove it. _send is what finish() calls.
-            record = Record(hop.context, self._local_endpoint)
-            record.start(start)
-            record.kind(CLIENT)
-            if hop.span_name:
-                record.name(hop.span_name)
-            for key, value in hop.tags.items():
-                record.set_tag(key, value)
-            for timestamp, value in annotations:
-                record.annotate(value, _micros(timestamp))
-            if remote is not None:
-                record.remote_endpoint(remote.endpoint)
-            record.finish(end)
-            self._tracer._send(record)
+            hop.annotations,
+            self._remote_endpoint(hop.request.url),
+        )
         if hop.children or (hop.phase_starts and not self._annotate_phases):
             self._report_phases(hop)
         else:
@@ -573,15 +536,12 @@ class ClientTracing:
         unfinished = [(phase, start, hop.end) for phase, start in hop.phase_starts.items()]
         hop.phase_starts.clear()
         for phase, start, end in (*hop.children, *(() if self._annotate_phases else unfinished)):
-            context = hop.context._replace(parent_id=hop.context.span_id, span_id=_span_id())
-            child = self._tracer.to_span(context)
-            child.start(start)
-            child.name(phase.span_name)
-            if (phase, start, end) in unfinished and ERROR in hop.tags:
-                child.tag(ERROR, hop.tags[ERROR])
-            child.finish(end)
+            context = hop.context._replace(parent_id=hop.context.span_id, span_id=span_id())
+            cut_short = (phase, start, end) in unfinished and ERROR in hop.tags
+            tags = {ERROR: hop.tags[ERROR]} if cut_short else {}
+            self._sink.report(context, None, phase.span_name, start, end, tags, (), None)
 
-    def _remote_endpoint(self, url: URL) -> _Remote | None:
+    def _remote_endpoint(self, url: URL) -> Remote | None:
         """The remote endpoint, and the fields a Record keeps of it; None when it is empty."""
         service = None
         if self._settings.remote_service_name is not None:
@@ -590,7 +550,7 @@ class ClientTracing:
             except Exception:
                 log.exception("remote_service_name failed for %s", redact_url(url))
         if service is not None and type(service) is not str:
-            return _remote(service, url.host, url.port)
+            return remote_endpoint(service, url.host, url.port)
         key = (service, url.host, url.port)
         try:
             return self._remotes[key]
@@ -600,7 +560,7 @@ class ClientTracing:
         # hosts: keep a bounded table of the answers.
         if len(self._remotes) >= _REMOTE_CACHE_SIZE:
             self._remotes.clear()
-        remote = self._remotes[key] = _remote(*key)
+        remote = self._remotes[key] = remote_endpoint(*key)
         return remote
 
     def _inject(self, state: RequestState, hop: Hop, headers: MutableMultiMapping[str]) -> None:
@@ -614,50 +574,6 @@ class ClientTracing:
             # An earlier hop went to an allowed host; this one must not see our ids.
             remove_b3_headers(headers)
             state.injected = False
-
-
-#: The sort key of a hop's (timestamp, value) annotations (in C, unlike a lambda).
-_timestamp: Final = itemgetter(0)
-
-
-def _fields(endpoint: Endpoint) -> dict[str, str | int]:
-    # What Record keeps of an Endpoint: its fields that are not None.
-    return {name: value for name, value in endpoint._asdict().items() if value is not None}
-
-
-def _span_id() -> str:
-    # aiozipkin's generate_random_64bit_string(), without the extra call.
-    return f"{getrandbits(64):016x}"
-
-
-def _micros(seconds: float) -> int:
-    # Exactly aiozipkin's make_timestamp(), so a span is stamped as Span.start() would.
-    return int(seconds * 1000 * 1000)
-
-
-class _Remote(NamedTuple):
-    endpoint: Endpoint
-    #: What a Record keeps of ``endpoint``: the fields that are not None.
-    fields: dict[str, str | int]
-
-
-def _remote(service: str | None, host: str | None, port: int | None) -> _Remote | None:
-    """The remote endpoint of a request to ``host:port``: its IP if the host is a literal."""
-    ipv4 = ipv6 = None
-    if host:
-        try:
-            address = ipaddress.ip_address(host.strip("[]"))
-        except ValueError:
-            pass
-        else:
-            if address.version == 4:
-                ipv4 = str(address)
-            else:
-                ipv6 = str(address)
-    if service or ipv4 or ipv6 or port:
-        endpoint = Endpoint(service, ipv4, ipv6, port)
-        return _Remote(endpoint, _fields(endpoint))
-    return None
 
 
 def live_hop(state: RequestState | None) -> Hop | None:

@@ -15,10 +15,11 @@ An exception raised by a parser is logged and the request goes on untouched.
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Final, Protocol, TypeVar
 
 from aiohttp import ClientResponseError
 from multidict import CIMultiDictProxy, MultiDict
@@ -41,6 +42,10 @@ __all__ = (
     "error_value",
     "redact_url",
 )
+
+log = logging.getLogger("aiozipkin_client")
+
+_View = TypeVar("_View")
 
 HTTP_METHOD: Final = "http.method"
 HTTP_PATH: Final = "http.path"
@@ -166,6 +171,30 @@ def default_response_parser(response: ResponseView, span: SpanCustomizer) -> Non
     if response.status >= 400 and response.error is None:
         # With an exception (raise_for_status), its description is the more useful error.
         span.tag(ERROR, str(response.status))
+
+
+def run_response_parser(
+    parser: Callable[[_View, SpanCustomizer], None],
+    view: _View,
+    span: SpanCustomizer,
+    tags: Mapping[str, str],
+    error: BaseException | None,
+    who: str,
+) -> None:
+    """Tag ``error``, run a user's response parser, and keep the error whatever it did.
+
+    A parser may add detail to the error; one that raises is logged (as ``who``) and the span
+    keeps what it had; one that removes or empties the error gets it back: an exception is never
+    lost and its tag is never empty. ``tags`` is the span's live tag map.
+    """
+    if error is not None:
+        span.tag(ERROR, error_value(error))
+    try:
+        parser(view, span)
+    except Exception:
+        log.exception("%s failed; the span keeps what it had", who)
+    if error is not None and not tags.get(ERROR):
+        span.tag(ERROR, error_value(error))
 
 
 def error_value(exc: BaseException) -> str:

@@ -213,15 +213,7 @@ def _parse_single(value: str) -> Extracted | None:
         parent_id = parts[3]
         if not is_valid_span_id(parent_id):
             return None
-    context = TraceContext(
-        trace_id=trace_id,
-        parent_id=parent_id,
-        span_id=span_id,
-        sampled=sampled,
-        debug=debug,
-        shared=False,
-    )
-    return Extracted(context=context, sampled=sampled, debug=debug)
+    return _with_ids(trace_id, span_id, parent_id, sampled, debug)
 
 
 def _parse_multi(lookup: dict[str, str]) -> Extracted | None:
@@ -250,6 +242,12 @@ def _parse_multi(lookup: dict[str, str]) -> Extracted | None:
         return None
     if parent_id is not None and not is_valid_span_id(parent_id):
         return None
+    return _with_ids(trace_id, span_id, parent_id, sampled, debug)
+
+
+def _with_ids(
+    trace_id: str, span_id: str, parent_id: str | None, sampled: bool | None, debug: bool
+) -> Extracted:
     context = TraceContext(
         trace_id=trace_id,
         parent_id=parent_id,

@@ -16,7 +16,6 @@ here (or in a user's parser or sampler) never changes the response.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -30,7 +29,15 @@ from aiozipkin.tracer import Tracer
 from aiozipkin.utils import generate_random_64bit_string, generate_random_128bit_string
 
 from ._context import use_span
-from .parsers import ERROR, HTTP_METHOD, HTTP_PATH, HTTP_STATUS_CODE, SpanCustomizer, error_value
+from ._spans import SpanSink, remote_endpoint
+from .parsers import (
+    ERROR,
+    HTTP_METHOD,
+    HTTP_PATH,
+    HTTP_STATUS_CODE,
+    SpanCustomizer,
+    run_response_parser,
+)
 from .propagation import extract
 
 __all__ = (
@@ -181,6 +188,7 @@ class ServerTracing:
         self._settings = settings
         # aiozipkin keeps its sampler private, but it is the tracer's policy for new traces.
         self._tracer_sampler = tracer._sampler
+        self._sink = SpanSink(tracer)
 
     def start(self, request: web.Request) -> ServerSpan | None:
         """The request's span, set as ``request[SPAN_KEY]``; None if skipped or on a bug."""
@@ -259,31 +267,25 @@ class ServerTracing:
         end: float,
     ) -> None:
         unhandled = None if isinstance(exc, web.HTTPException) else exc
-        if unhandled is not None:
-            span.tag(ERROR, error_value(unhandled))
         view = ServerResponseView(request, _status(response, exc), unhandled)
-        try:
-            self._settings.response_parser(view, span)
-        except Exception:
-            log.exception("server response_parser failed; the span keeps what it had")
-        if unhandled is not None and not span._tags.get(ERROR):
-            # A parser may add detail, but must not lose an error or leave it empty.
-            span.tag(ERROR, error_value(unhandled))
-
-        record = self._tracer.to_span(span.context)
-        record.start(span._start)
-        record.kind(SERVER)
-        if span._name:
-            record.name(span._name)
-        for key, value in span._tags.items():
-            record.tag(key, value)
-        for timestamp, value in span._annotations:
-            record.annotate(value, timestamp)
-        ipv4, ipv6 = peer_address(request.remote)
-        if ipv4 or ipv6:
-            record.remote_endpoint(None, ipv4=ipv4, ipv6=ipv6)
-        # finish() hands the record to the transport and drops it from the tracer's table.
-        record.finish(end)
+        run_response_parser(
+            self._settings.response_parser,
+            view,
+            span,
+            span._tags,
+            unhandled,
+            "server response_parser",
+        )
+        self._sink.report(
+            span.context,
+            SERVER,
+            span._name,
+            span._start,
+            end,
+            span._tags,
+            span._annotations,
+            remote_endpoint(None, request.remote, None),
+        )
 
 
 def _status(response: web.StreamResponse | None, exc: BaseException | None) -> int | None:
@@ -296,25 +298,6 @@ def _status(response: web.StreamResponse | None, exc: BaseException | None) -> i
     if isinstance(exc, Exception):
         return 500
     return None  # cancelled (or interrupted): no response goes out
-
-
-def peer_address(remote: str | None) -> tuple[str | None, str | None]:
-    """``(ipv4, ipv6)`` of the peer, from ``request.remote``; both None if not an IP address.
-
-    An IPv4-mapped IPv6 address (``::ffff:10.0.0.1``, seen on dual-stack sockets) is reported as
-    the IPv4 address it is; an IPv6 zone (``%eth0``) is dropped, Zipkin has no field for it.
-    """
-    if not remote:
-        return None, None
-    try:
-        address = ipaddress.ip_address(remote.split("%", 1)[0])
-    except ValueError:
-        return None, None
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped), None
-        return None, str(address)
-    return str(address), None
 
 
 def _route_skipper(skip_routes: Iterable[SkipRoute]) -> Callable[[web.Request], bool]:

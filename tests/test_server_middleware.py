@@ -19,6 +19,7 @@ from aiozipkin.tracer import Tracer
 from yarl import URL
 
 from aiozipkin_client._context import current_context
+from aiozipkin_client._spans import remote_endpoint
 from aiozipkin_client.parsers import SpanCustomizer
 from aiozipkin_client.server import (
     SPAN_KEY,
@@ -27,7 +28,6 @@ from aiozipkin_client.server import (
     default_server_request_parser,
     default_server_response_parser,
     middleware,
-    peer_address,
     setup,
 )
 from tests.kit.recorder import SpanRecorder
@@ -389,10 +389,19 @@ async def test_middleware_factory_and_peer_address_from_a_proxy_middleware(
     assert TRACER_KEY not in app
 
 
-def test_peer_address_without_remote() -> None:
-    assert peer_address(None) == (None, None)
-    assert peer_address("") == (None, None)
-    assert peer_address("192.0.2.7") == ("192.0.2.7", None)
+def test_remote_endpoint_from_peer_addresses() -> None:
+    assert remote_endpoint(None, None, None) is None
+    assert remote_endpoint(None, "", None) is None
+    assert remote_endpoint(None, "not-an-ip", None) is None
+    for peer, fields in [
+        ("192.0.2.7", {"ipv4": "192.0.2.7"}),
+        ("::ffff:10.0.0.1", {"ipv4": "10.0.0.1"}),
+        ("fe80::1%eth0", {"ipv6": "fe80::1"}),
+        ("[2001:db8::c001]", {"ipv6": "2001:db8::c001"}),
+    ]:
+        remote = remote_endpoint(None, peer, None)
+        assert remote is not None
+        assert remote.fields == fields
 
 
 async def test_custom_parsers_and_sampler(
