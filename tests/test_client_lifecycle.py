@@ -206,16 +206,23 @@ async def test_dns_events_after_the_request_was_cancelled_are_dropped(
 # -- queueing ---------------------------------------------------------------------------------
 
 
-async def test_waiting_for_a_free_connection_is_recorded(
-    sessions: Factory, backend: Backend, recorder: SpanRecorder
-) -> None:
+async def queued_behind_slow(
+    sessions: Factory, backend: Backend
+) -> tuple[asyncio.Task[bytes], asyncio.Task[bytes]]:
+    """A pool of one: ``/slow`` holds the connection, ``/ok`` waits in aiohttp's queue for it."""
     observer = Observer()
     session = sessions(connector=aiohttp.TCPConnector(limit=1), observer=observer)
-
     holder = asyncio.create_task(read(session, backend.url / "slow"))
     await observer.wait("on_request_headers_sent")
     waiter = asyncio.create_task(read(session, backend.url / "ok"))
     await observer.wait("on_connection_queued_start")
+    return holder, waiter
+
+
+async def test_waiting_for_a_free_connection_is_recorded(
+    sessions: Factory, backend: Backend, recorder: SpanRecorder
+) -> None:
+    holder, waiter = await queued_behind_slow(sessions, backend)
     backend.released.set()
     await asyncio.wait_for(asyncio.gather(holder, waiter), 5)
 
@@ -408,12 +415,7 @@ async def test_read_timeout_events(
 async def test_cancelled_while_queued(
     sessions: Factory, backend: Backend, recorder: SpanRecorder
 ) -> None:
-    observer = Observer()
-    session = sessions(connector=aiohttp.TCPConnector(limit=1), observer=observer)
-    holder = asyncio.create_task(read(session, backend.url / "slow"))
-    await observer.wait("on_request_headers_sent")
-    waiter = asyncio.create_task(read(session, backend.url / "ok"))
-    await observer.wait("on_connection_queued_start")
+    holder, waiter = await queued_behind_slow(sessions, backend)
 
     waiter.cancel()
     with pytest.raises(asyncio.CancelledError):
