@@ -372,3 +372,10 @@ async def test_ipv6_literal_remote_endpoint(make_session: Any, recorder: SpanRec
     span = recorder.take_one()
     assert span["remoteEndpoint"] == {"ipv6": "2001:db8::c001", "port": 8080}
     assert span["tags"]["error"] == "ClientConnectionError: offline connector"
+
+
+def test_option_errors_are_raised_at_creation(tracer: Any) -> None:
+    with pytest.raises(TypeError, match="b3_format must be a B3Format"):
+        aiozipkin_client.make_trace_config(tracer, b3_format="single")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="propagate_to takes a collection of host names"):
+        aiozipkin_client.make_trace_config(tracer, propagate_to="internal.example")

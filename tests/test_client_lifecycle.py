@@ -485,3 +485,29 @@ async def test_no_request_state_outlives_its_request(
     assert alive == []
     assert [s["tags"]["connection.reused"] for s in spans] == ["false"] + ["true"] * 19
     assert values(spans[0])[-1] == "wr"
+
+
+# -- protocol upgrade -------------------------------------------------------------------------
+
+
+async def test_websocket_upgrade_ends_the_span_at_101(
+    sessions: Factory, recorder: SpanRecorder
+) -> None:
+    async def echo(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for message in ws:
+            await ws.send_str(message.data)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", echo)
+    async with start_app(app) as url, sessions().ws_connect(url / "ws") as ws:
+        # The exchange was the upgrade: reported now, not when the socket closes.
+        span = recorder.take_one()
+        await ws.send_str("ping")
+        assert (await ws.receive_str()) == "ping"
+
+    assert span["tags"]["http.status_code"] == "101"
+    assert values(span) == ["connect.start", "connect.end", "ws", "wr"]
+    assert "error" not in span["tags"]
