@@ -148,13 +148,20 @@ async def test_ip_literal_has_no_dns_events(
     backend.take_one()
 
 
-async def test_concurrent_requests_share_one_resolution(
-    sessions: Factory, backend: Backend, recorder: SpanRecorder
-) -> None:
+def gated_lookup(
+    sessions: Factory, backend: Backend
+) -> tuple[aiohttp.ClientSession, GatedResolver, Observer, URL]:
+    """A session whose lookups of ``localhost`` wait for the resolver's gate, and its URL."""
     resolver = GatedResolver()
     observer = Observer()
     session = sessions(connector=ipv4_connector(resolver=resolver), observer=observer)
-    url = on_localhost(backend.url) / "ok"
+    return session, resolver, observer, on_localhost(backend.url) / "ok"
+
+
+async def test_concurrent_requests_share_one_resolution(
+    sessions: Factory, backend: Backend, recorder: SpanRecorder
+) -> None:
+    session, resolver, observer, url = gated_lookup(sessions, backend)
 
     first = asyncio.create_task(read(session, url))
     await observer.wait("on_dns_resolvehost_start")
@@ -178,10 +185,7 @@ async def test_dns_events_after_the_request_was_cancelled_are_dropped(
 ) -> None:
     # The lookup runs in aiohttp's own task and outlives the request that started it; its end
     # event must neither reopen that request's span nor land on the request that joined it.
-    resolver = GatedResolver()
-    observer = Observer()
-    session = sessions(connector=ipv4_connector(resolver=resolver), observer=observer)
-    url = on_localhost(backend.url) / "ok"
+    session, resolver, observer, url = gated_lookup(sessions, backend)
 
     starter = asyncio.create_task(read(session, url))
     await observer.wait("on_dns_resolvehost_start")
