@@ -28,6 +28,7 @@ from aiozipkin.helpers import SERVER, TraceContext
 from aiozipkin.tracer import Tracer
 from aiozipkin.utils import generate_random_64bit_string, generate_random_128bit_string
 
+from ._compat import request_key
 from ._context import use_span
 from ._spans import SpanSink, remote_endpoint
 from .parsers import (
@@ -129,7 +130,7 @@ ServerResponseParser = Callable[[ServerResponseView, SpanCustomizer], None]
 #: The tracer given to :func:`setup`, in ``app[TRACER_KEY]``.
 TRACER_KEY: Final = web.AppKey("aiozipkin_client.tracer", Tracer)
 #: The request's :class:`ServerSpan`, in ``request[SPAN_KEY]`` (absent on skipped routes).
-SPAN_KEY: Final = web.RequestKey("aiozipkin_client.span", ServerSpan)
+SPAN_KEY: Final = request_key("aiozipkin_client.span", ServerSpan)
 
 
 def route_of(request: web.Request) -> str | None:

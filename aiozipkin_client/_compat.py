@@ -1,0 +1,35 @@
+"""Everything that differs between the aiohttp versions we support (3.10 to 3.14), in one place.
+
+The rest of the package asks this module, never ``aiohttp.__version__``. Each difference is
+detected by what the installed aiohttp has (a name, an attribute), not by its version number, so
+a backport or a patch release that changes it is handled as it is.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+from aiohttp import web
+
+__all__ = ("request_key",)
+
+_T = TypeVar("_T")
+
+#: ``web.RequestKey`` (aiohttp 3.14+): typed keys for ``request[...]``; aiohttp 3.14 warns about
+#: plain string keys. Earlier versions have no such class and take the string itself.
+_REQUEST_KEY: Final[Any] = getattr(web, "RequestKey", None)
+
+if TYPE_CHECKING:
+    # The type checker runs against the newest aiohttp, which has the class.
+    from aiohttp.web import RequestKey
+
+
+def request_key(name: str, value_type: type[_T]) -> RequestKey[_T]:
+    """A key for ``request[...]``: a ``web.RequestKey`` where aiohttp has it, else ``name``.
+
+    With a plain string, ``request[key]`` works the same on aiohttp before 3.14, untyped.
+    """
+    if _REQUEST_KEY is None:
+        return name  # type: ignore[return-value]
+    key: RequestKey[_T] = _REQUEST_KEY(name, value_type)
+    return key
