@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
+import aiohttp.client
 from aiohttp import web
 
-__all__ = ("request_key",)
+__all__ = ("has_no_authority", "request_key")
 
 _T = TypeVar("_T")
 
@@ -33,3 +34,19 @@ def request_key(name: str, value_type: type[_T]) -> RequestKey[_T]:
         return name  # type: ignore[return-value]
     key: RequestKey[_T] = _REQUEST_KEY(name, value_type)
     return key
+
+
+#: aiohttp 3.14's test for a Location such as ``http:/path`` or ``http:path`` (a scheme, then no
+#: ``//``), which it resolves against the current URL as browsers do when the scheme is the current
+#: one. Earlier versions have no such rule: they refuse that Location as an invalid redirect.
+_HAS_NO_AUTHORITY: Final[Any] = getattr(aiohttp.client, "_has_no_authority", None)
+
+
+def has_no_authority(location: str, scheme: str) -> bool:
+    """True where this aiohttp reads ``location`` (with ``scheme``) as relative to the current URL.
+
+    Asks aiohttp's own rule where it has one, so the answer is exactly the one it acts on.
+    """
+    if _HAS_NO_AUTHORITY is None:
+        return False
+    return bool(_HAS_NO_AUTHORITY(location, scheme))

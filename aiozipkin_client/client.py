@@ -28,6 +28,7 @@ from aiozipkin.utils import generate_random_128bit_string
 from multidict import CIMultiDictProxy, MutableMultiMapping
 from yarl import URL
 
+from ._compat import has_no_authority
 from ._context import current_context, to_context
 from ._spans import Remote, SpanSink, by_timestamp, remote_endpoint, span_id
 from ._state import Hop, RequestState, TraceConfigContext
@@ -76,6 +77,8 @@ UrlPattern = str | re.Pattern[str] | Callable[[URL], bool]
 HostFilter = Collection[str] | Callable[[URL], bool]
 
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
+#: The Location schemes aiohttp follows; "" is a scheme-relative or relative reference.
+_FOLLOWED_SCHEMES: Final = frozenset({"http", "https", ""})
 _REMOTE_CACHE_SIZE: Final = 256
 
 #: Every client signal aiohttp 3.14 sends; ClientTracing has a method of the same name for each.
@@ -136,6 +139,25 @@ def _signal(
     return receiver
 
 
+def _session_signal(
+    method: Callable[[_Self, aiohttp.ClientSession, TraceConfigContext, _Params], None],
+) -> Callable[[_Self, aiohttp.ClientSession, SimpleNamespace, _Params], Awaitable[None]]:
+    """:func:`_signal` for the one handler that also needs the session's settings."""
+
+    @functools.wraps(method)
+    async def receiver(
+        self: _Self, session: aiohttp.ClientSession, ctx: SimpleNamespace, params: _Params
+    ) -> None:
+        if not isinstance(ctx, TraceConfigContext):
+            return
+        try:
+            method(self, session, ctx, params)
+        except Exception:
+            log.exception("aiozipkin_client: %s failed; the request goes on", method.__name__)
+
+    return receiver
+
+
 class ClientTracing:
     """The signal handlers of one trace config: one method per aiohttp client signal."""
 
@@ -175,9 +197,12 @@ class ClientTracing:
         self._inject(state, hop, params.headers)
         ctx.state = state
 
-    @_signal
+    @_session_signal
     def on_request_redirect(
-        self, ctx: TraceConfigContext, params: aiohttp.TraceRequestRedirectParams
+        self,
+        session: aiohttp.ClientSession,
+        ctx: TraceConfigContext,
+        params: aiohttp.TraceRequestRedirectParams,
     ) -> None:
         state = ctx.state
         if state is None or state.hop is None:
@@ -190,10 +215,16 @@ class ClientTracing:
         self._close_hop(ended, now, params.response, None)
         self._report_previous(state)
         state.previous = ended
-        target = redirect_target(params.method, params.url, params.response)
+        target = redirect_target(
+            params.method, params.url, params.response, session.requote_redirect_url
+        )
         if target is None:
             # aiohttp will stop here (no Location) or fail; there is no next hop to prepare.
+            # Should it send one all the same, it must not carry this hop's ids anywhere.
             state.hop = None
+            if state.injected:
+                remove_b3_headers(params.headers)
+                state.injected = False
             return
         method, url = target
         context = ended.context._replace(span_id=span_id())
@@ -617,24 +648,33 @@ def read_trace_request_ctx(value: object) -> tuple[TraceContext | None, bool]:
     return parent, bool(propagate)
 
 
-def redirect_target(method: str, url: URL, response: ClientResponse) -> tuple[str, URL] | None:
-    """Where aiohttp goes next after ``response``, and with which method.
+def redirect_target(
+    method: str, url: URL, response: ClientResponse, requote: bool = True
+) -> tuple[str, URL] | None:
+    """Where aiohttp goes next after the redirect ``response`` to ``url``, and with which method.
 
-    Mirrors aiohttp's rules so the next hop's headers can be prepared (and withheld from hosts
-    that may not receive them) before aiohttp sends it; None when it will not follow.
+    Resolves the Location exactly as aiohttp does (``requote`` is the session's
+    ``requote_redirect_url``), so that the next hop's ids and headers can be prepared, and
+    withheld from hosts that may not receive them, before aiohttp sends it: a path, a query, a
+    scheme-relative ``//host/path`` and (on aiohttp 3.14) ``http:/path`` are all resolved against
+    ``url``. None when aiohttp will not send another request: no Location, or one it refuses
+    (not a URL, not http(s), no host).
     """
     if response.status not in _REDIRECTS:
         return None
+    # aiohttp's own expression: an empty Location falls back to URI, then counts as absent.
     location = response.headers.get(hdrs.LOCATION) or response.headers.get(hdrs.URI)
-    if not location:
+    if location is None:
         return None
     try:
-        target = URL(location)
-        if not target.is_absolute():
+        target = URL(location, encoded=not requote)
+        scheme = target.scheme
+        if scheme not in _FOLLOWED_SCHEMES:
+            return None
+        if not scheme or (scheme == url.scheme and has_no_authority(location, scheme)):
             target = url.join(target)
+        target.origin()  # raises for what aiohttp refuses: no host, not absolute
     except ValueError:
-        return None
-    if target.scheme not in ("http", "https") or not target.host:
         return None
     if (response.status == 303 and method != hdrs.METH_HEAD) or (
         response.status in (301, 302) and method == hdrs.METH_POST

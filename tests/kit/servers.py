@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from aiohttp.abc import AbstractResolver, ResolveResult
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-__all__ = ("Backend", "Received", "refused_url", "start_app")
+__all__ = ("Backend", "LoopbackResolver", "Received", "refused_url", "start_app")
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,8 @@ class Received:
     query: str
     headers: CIMultiDictProxy[str]
     body: bytes
+    #: Path and query exactly as they arrived on the request line (still percent-encoded).
+    raw_path: str = ""
 
     def b3(self) -> dict[str, str]:
         """The B3 headers that arrived, by lowercase name; repeated headers fail the test."""
@@ -54,7 +58,10 @@ class Backend:
     """A server with the routes the conformance tests need; it records every request.
 
     ``/ok``: 200 "ok". ``/status/{code}``: that status. ``/redirect/{n}``: redirect n more times
-    then land on ``/ok``. ``/redirect-to?url=...``: one redirect to an absolute URL. ``/slow``:
+    then land on ``/ok``. ``/redirect-to?url=...``: one redirect to an absolute URL.
+    ``/location?to=...&status=302``: a redirect whose Location header is ``to`` exactly as given,
+    unchecked (hostile servers send anything); 200 "landed" without ``to``. Any other path is
+    recorded and answered 404. ``/slow``:
     answers after ``slow_seconds`` or once ``released`` is set. ``/echo``: returns the body.
     """
 
@@ -71,15 +78,20 @@ class Backend:
         app.router.add_route("*", "/status/{code}", self._status)
         app.router.add_route("*", "/redirect/{n}", self._redirect)
         app.router.add_route("*", "/redirect-to", self._redirect_to)
+        app.router.add_route("*", "/location", self._location)
         app.router.add_route("*", "/slow", self._slow)
         app.router.add_route("*", "/echo", self._echo)
+        # Last: any other path is recorded too, then answered 404.
+        app.router.add_route("*", "/{path:.*}", self._not_found)
         return app
 
     async def _record(self, request: web.Request) -> None:
         body = await request.read()
         headers = CIMultiDictProxy(CIMultiDict(request.headers))
         self.received.append(
-            Received(request.method, request.path, request.query_string, headers, body)
+            Received(
+                request.method, request.path, request.query_string, headers, body, request.raw_path
+            )
         )
         if self.hook is not None:
             await self.hook(request)
@@ -106,6 +118,17 @@ class Backend:
         await self._record(request)
         raise web.HTTPFound(request.query["url"])
 
+    async def _location(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        if "to" not in request.query:
+            return web.Response(text="landed")
+        status = int(request.query.get("status", "302"))
+        return web.Response(status=status, headers={"Location": request.query["to"]})
+
+    async def _not_found(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        return web.Response(status=404, text="not found")
+
     async def _slow(self, request: web.Request) -> web.Response:
         await self._record(request)
         with suppress(TimeoutError):
@@ -124,3 +147,30 @@ async def refused_url() -> URL:
     server.close()
     await server.wait_closed()
     return URL.build(scheme="http", host="127.0.0.1", port=port, path="/ok")
+
+
+class LoopbackResolver(AbstractResolver):
+    """Resolves ``localhost`` (any case) to 127.0.0.1 and refuses every other name.
+
+    For tests whose URLs come from hostile or fuzzed input: no name they make up can ever be
+    looked up outside this machine. The refusal is an ``OSError``, as a failed lookup is.
+    """
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        if host.lower().rstrip(".") != "localhost":
+            raise OSError(f"LoopbackResolver refuses to look up {host!r}")
+        return [
+            ResolveResult(
+                hostname=host,
+                host="127.0.0.1",
+                port=port,
+                family=socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+        ]
+
+    async def close(self) -> None:
+        return None

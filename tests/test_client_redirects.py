@@ -1,0 +1,198 @@
+"""Redirects as servers really send them: every exchange aiohttp makes is a span of its own.
+
+Each test sends a request whose redirect carries a Location exactly as written here (servers send
+anything), then compares the spans with what the server really received: one span per exchange
+that arrived, with that exchange's URL, and B3 headers only on the host ``propagate_to`` allows.
+``127.0.0.1`` and ``localhost`` are the same server under two host names, so "another host" is
+real and still on this machine; every session here resolves ``localhost`` alone, so no host name
+a Location makes up is ever looked up elsewhere.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import aiohttp
+import pytest
+from yarl import URL
+
+from tests.kit.assertions import assert_propagated
+from tests.kit.recorder import SpanRecorder
+from tests.kit.servers import Backend, LoopbackResolver, Received
+
+ALLOWED = "127.0.0.1"
+
+
+@pytest.fixture
+def make_session(make_session: Any) -> Any:
+    """Sessions that propagate to 127.0.0.1 only and resolve nothing but ``localhost``."""
+
+    def factory() -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(resolver=LoopbackResolver())
+        session: aiohttp.ClientSession = make_session(
+            propagate_to=[ALLOWED], session_kwargs={"connector": connector}
+        )
+        return session
+
+    return factory
+
+
+async def follow(
+    session: aiohttp.ClientSession,
+    backend: Backend,
+    location: str,
+    *,
+    status: int = 302,
+    method: str = "GET",
+) -> int | BaseException:
+    """Request a redirect to ``location``; the final status, or what aiohttp raised."""
+    url = (backend.url / "location").with_query(to=location, status=str(status))
+    data = b"payload" if method == "POST" else None
+    try:
+        async with session.request(method, url, data=data, max_redirects=5) as response:
+            await response.read()
+            return response.status
+    except aiohttp.ClientError as exc:
+        return exc
+
+
+def arrived_url(received: Received) -> URL:
+    """The URL of an exchange as the server saw it (Host header, raw path and query)."""
+    return URL(f"http://{received.headers['Host']}{received.raw_path}", encoded=True)
+
+
+def check_exchanges(recorder: SpanRecorder, backend: Backend, location: str) -> None:
+    """One span per exchange that arrived, with its URL, and B3 only where allowed.
+
+    An exchange that never arrived (its connection failed) may only be the last one, and its
+    span must say why.
+    """
+    spans = recorder.take_all()
+    received, backend.received = backend.received, []
+    context = f"Location {location!r}: spans {spans}, received {received}"
+    if len(spans) == len(received) + 1:
+        failed = spans[-1]["tags"]
+        assert failed.get("error"), context
+        assert "http.status_code" not in failed, context
+        spans = spans[:-1]
+    assert len(spans) == len(received), context
+    assert len({span["id"] for span in spans}) == len(spans), context
+    assert len({span["traceId"] for span in spans}) == 1, context
+    for span, arrived in zip(spans, received, strict=True):
+        assert span["name"] == arrived.method.lower(), context
+        assert URL(span["tags"]["http.url"]) == arrived_url(arrived), context
+        if URL(span["tags"]["http.url"]).host == ALLOWED:
+            assert_propagated(arrived, span)
+        else:
+            assert arrived.b3() == {}, context
+
+
+# Every form of Location aiohttp reads, with {port} for the backend's port. Those aiohttp
+# refuses (or, before 3.14, the "http:path" forms) end the request with an error on the
+# redirect's span; the check is the same: spans match what arrived.
+LOCATIONS = [
+    pytest.param("//localhost:{port}/ok", id="scheme-relative-other-host"),
+    pytest.param("//127.0.0.1:{port}/ok", id="scheme-relative-same-host"),
+    pytest.param("//localhost:{port}", id="scheme-relative-no-path"),
+    pytest.param("//user:pass@localhost:{port}/ok", id="scheme-relative-userinfo"),
+    pytest.param("http://localhost:{port}/ok", id="absolute-other-host"),
+    pytest.param("HTTP://LOCALHOST:{port}/ok", id="absolute-upper-case"),
+    pytest.param("http://localhost:{port}/ok#frag", id="absolute-fragment"),
+    pytest.param("/ok", id="path-absolute"),
+    pytest.param("ok", id="path-relative"),
+    pytest.param("../ok?q=1", id="dot-segments"),
+    pytest.param("?page=2", id="query-only"),
+    pytest.param("#top", id="fragment-only"),
+    pytest.param("/ok with space", id="unquoted-space"),
+    pytest.param("\\\\localhost:{port}/ok", id="backslashes"),
+    pytest.param("http:/ok", id="scheme-no-slashes"),
+    pytest.param("http:ok", id="scheme-no-slash"),
+    pytest.param("http:///ok", id="empty-host"),
+    pytest.param("ftp://localhost:{port}/ok", id="not-http"),
+    pytest.param("http://[not-an-ip/ok", id="not-a-url"),
+    pytest.param("", id="empty"),
+]
+
+
+@pytest.mark.parametrize("location", LOCATIONS)
+async def test_each_location_form_is_traced_as_the_exchange_that_happened(
+    make_session: Any, backend: Backend, recorder: SpanRecorder, location: str
+) -> None:
+    session = make_session()
+    location = location.format(port=backend.url.port)
+
+    await follow(session, backend, location)
+
+    check_exchanges(recorder, backend, location)
+
+
+async def test_scheme_relative_redirect_to_another_host_is_a_new_span_without_headers(
+    make_session: Any, backend: Backend, recorder: SpanRecorder
+) -> None:
+    session = make_session()
+
+    outcome = await follow(session, backend, f"//localhost:{backend.url.port}/ok")
+
+    assert outcome == 200
+    first, second = recorder.take(2)
+    assert first["tags"]["http.status_code"] == "302"
+    assert second["tags"]["http.url"] == f"http://localhost:{backend.url.port}/ok"
+    assert second["id"] != first["id"]
+    assert second["traceId"] == first["traceId"]
+    redirected, landed = backend.received
+    assert_propagated(redirected, first)
+    assert landed.headers["Host"] == f"localhost:{backend.url.port}"
+    assert landed.b3() == {}
+
+
+@pytest.mark.parametrize(
+    ("status", "method", "next_method"),
+    [
+        (301, "POST", "GET"),
+        (302, "POST", "GET"),
+        (303, "POST", "GET"),
+        (303, "HEAD", "HEAD"),
+        (307, "POST", "POST"),
+        (308, "POST", "POST"),
+        (301, "PUT", "PUT"),
+    ],
+)
+async def test_next_hop_method_is_the_one_aiohttp_sends(
+    make_session: Any,
+    backend: Backend,
+    recorder: SpanRecorder,
+    status: int,
+    method: str,
+    next_method: str,
+) -> None:
+    session = make_session()
+
+    outcome = await follow(session, backend, "/ok", status=status, method=method)
+
+    assert outcome == 200
+    assert [r.method for r in backend.received] == [method, next_method]
+    check_exchanges(recorder, backend, "/ok")
+
+
+_PREFIXES = ("", "/", "//", "\\\\", "http://", "http:", "http:/", "HTTP://", "ftp://", "//u:p@")
+_HOSTS = ("", "localhost:{port}", "127.0.0.1:{port}", "LocalHost:{port}", "[::1]:1")
+_PATHS = ("", "/", "ok", "/ok", "/location", "a/../ok", "%2e%2e/ok", "%2F%2Fok", "/o k", "\\ok")
+_QUERIES = ("", "?x=1", "?to=/ok", "?to=//localhost:{port}/ok", "?a=1&a=2")
+_FRAGMENTS = ("", "#f", "#?x=1")
+FUZZ_CASES = 300
+
+
+async def test_fuzzed_locations_never_share_a_span_or_leak_headers(
+    make_session: Any, backend: Backend, recorder: SpanRecorder
+) -> None:
+    """Hostile Location values, seeded: the same invariants as for the named forms."""
+    session = make_session()
+    rng = random.Random(20261121)
+    for _ in range(FUZZ_CASES):
+        parts = (rng.choice(options) for options in (_PREFIXES, _HOSTS, _PATHS, _QUERIES))
+        location = "".join(parts).format(port=backend.url.port) + rng.choice(_FRAGMENTS)
+
+        await follow(session, backend, location)
+
+        check_exchanges(recorder, backend, location)
