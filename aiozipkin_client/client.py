@@ -14,6 +14,7 @@ import asyncio
 import functools
 import logging
 import re
+import reprlib
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from time import time
@@ -65,7 +66,7 @@ from .parsers import (
     redact_url,
     run_response_parser,
 )
-from .propagation import B3Format, inject, remove_b3_headers
+from .propagation import B3Format, inject, is_valid_parent, remove_b3_headers
 from .sampling import RequestSampler, decide
 
 __all__ = ("make_trace_config",)
@@ -171,6 +172,7 @@ class ClientTracing:
         self._sink = SpanSink(tracer)
         # (service, host, port) -> remote endpoint; bounded, see _remote_endpoint.
         self._remotes: dict[tuple[str | None, str | None, int | None], Remote | None] = {}
+        self._warned_parent = False
 
     # -- request lifecycle ---------------------------------------------------------------------
 
@@ -184,7 +186,7 @@ class ClientTracing:
             if matches(url):
                 return
         explicit_parent, propagate = read_trace_request_ctx(ctx.trace_request_ctx)
-        parent = explicit_parent or current_context()
+        parent = self._parent(explicit_parent)
         request = RequestView(params.method, url, CIMultiDictProxy(params.headers))
         trace_id = parent.trace_id if parent is not None else generate_random_128bit_string()
         sampled, debug = decide(parent, trace_id, request, settings.sampler, self._tracer_sampler)
@@ -387,6 +389,40 @@ class ClientTracing:
         if hop is not None:
             hop.tags[DNS_CACHE] = "miss"
             hop.annotate(DNS_CACHE_MISS)
+
+    # -- parents -----------------------------------------------------------------------------
+
+    def _parent(self, explicit: TraceContext | None) -> TraceContext | None:
+        """The request's parent: the explicit one, else the current span; None for a new trace.
+
+        A parent B3 cannot carry exactly (see ``is_valid_parent``) is treated as absent.
+        """
+        if explicit is not None and self._usable(explicit, "trace_request_ctx span_context"):
+            return explicit
+        current = current_context()
+        if current is not None and self._usable(current, "the current span"):
+            return current
+        return None
+
+    def _usable(self, parent: TraceContext, source: str) -> bool:
+        if is_valid_parent(parent):
+            return True
+        # Warn once: bad parents usually come from every request of a misbehaving caller (an
+        # aiozipkin middleware passes header values through), and logs must not flood.
+        level = logging.DEBUG if self._warned_parent else logging.WARNING
+        self._warned_parent = True
+        log.log(
+            level,
+            "aiozipkin_client: ignoring a parent from %s whose ids B3 cannot carry"
+            " (trace_id=%s, span_id=%s, sampled=%s, debug=%s); the request starts a new trace."
+            " Later ones are logged at debug level.",
+            source,
+            _short_repr(parent.trace_id),
+            _short_repr(parent.span_id),
+            _short_repr(parent.sampled),
+            _short_repr(parent.debug),
+        )
+        return False
 
     # -- hops --------------------------------------------------------------------------------
 
@@ -605,6 +641,11 @@ class ClientTracing:
             # An earlier hop went to an allowed host; this one must not see our ids.
             remove_b3_headers(headers)
             state.injected = False
+
+
+def _short_repr(value: object) -> str:
+    """``repr`` cut to a length fit for a log line (the value may come from any caller)."""
+    return reprlib.repr(value)
 
 
 def live_hop(state: RequestState | None) -> Hop | None:

@@ -31,6 +31,7 @@ __all__ = (
     "Extracted",
     "extract",
     "inject",
+    "is_valid_parent",
     "is_valid_span_id",
     "is_valid_trace_id",
     "remove_b3_headers",
@@ -91,6 +92,31 @@ def is_valid_trace_id(value: str) -> bool:
 def is_valid_span_id(value: str) -> bool:
     """True for 16 lower-hex characters that are not all zeros."""
     return _SPAN_ID_RE.fullmatch(value) is not None and value.strip("0") != ""
+
+
+def is_valid_parent(context: TraceContext) -> bool:
+    """True when ``context`` can be the parent of a new span exactly as B3 carries it.
+
+    Its trace and span ids are strings the spec allows (see :func:`is_valid_trace_id` and
+    :func:`is_valid_span_id`), its sampling state is True, False or None (defer) and its debug flag
+    a bool. Contexts that did not come through :func:`extract` (aiozipkin's own server middleware
+    copies header values unchecked; users build ``TraceContext`` by hand) can be anything.
+    The parent's own ``parent_id`` is not checked: a child never sends it.
+    """
+    trace_id, span_id, sampled, debug = (
+        context.trace_id,
+        context.span_id,
+        context.sampled,
+        context.debug,
+    )
+    return (
+        isinstance(trace_id, str)
+        and isinstance(span_id, str)
+        and is_valid_trace_id(trace_id)
+        and is_valid_span_id(span_id)
+        and (sampled is None or type(sampled) is bool)
+        and type(debug) is bool
+    )
 
 
 def remove_b3_headers(headers: MutableMultiMapping[str]) -> None:
