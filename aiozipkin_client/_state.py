@@ -81,6 +81,10 @@ class Hop:
         self.closed = False
         self.reported = False
         self.end: float | None = None
+        if not self.recording:
+            # Not sampled: ids and headers only. The fields below are read only for hops that
+            # record (every handler checks ``recording`` first), so they are not even set.
+            return
         self.span_name: str | None = None
         self.tags: dict[str, str] = {}
         self.annotations: list[tuple[float, str]] = []
