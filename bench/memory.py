@@ -1,7 +1,7 @@
 """The memory check: resident memory stays within 5 MB over 100,000 traced requests.
 
 One long-lived session traced by this package (every signal and tag, reporting through
-``aiozipkin_client.reporting``) sends 16 concurrent small GETs, as a busy service would. After a
+``aiozipkin_client.create``) sends 16 concurrent small GETs, as a busy service would. After a
 warm-up (connections, caches, the reporter's buffer and session, the allocator's arenas), the
 resident set size (``VmRSS`` of ``/proc/self/status``) is read every 1,000 requests; the check
 holds when neither the peak nor the final value is more than 5 MB above the starting value.
@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import gc
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
+from aiozipkin.helpers import TraceContext
+
+import aiozipkin_client
 
 from .tracers import start_tracing
-from .workloads import CONCURRENCY, concurrent_small
+from .workloads import CONCURRENCY, concurrent_small, make_parents
 
 __all__ = ("LIMIT_BYTES", "QUICK_REQUESTS", "REQUESTS", "check", "render", "rss_bytes")
 
@@ -38,21 +42,27 @@ def rss_bytes() -> int:
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
+def _no_scope(i: int) -> nullcontext[None]:
+    return nullcontext()
+
+
 async def check(base: str, collector_url: str, requests: int = REQUESTS) -> dict[str, Any]:
     """Send ``requests`` traced requests after a warm-up; RSS at start, end and peak."""
     print(f"memory: {WARMUP} warm-up requests, then {requests} traced requests ({CONFIG})")
     tracing = await start_tracing(CONFIG, collector_url)
+    trace_id, span_id, _ = make_parents("sampled", 1)[0]
+    parent = TraceContext(trace_id, None, span_id, True, False, False)
     started = time.perf_counter()
     async with aiohttp.ClientSession(trace_configs=tracing.trace_configs) as session:
-        with tracing.parent():
-            await concurrent_small(session, base, WARMUP)
+        with aiozipkin_client.use_span(parent):
+            await concurrent_small(session, base, WARMUP, _no_scope)
             gc.collect()
             start = rss_bytes()
             samples = [start]
             done = 0
             while done < requests:
                 step = min(STEP, requests - done)
-                await concurrent_small(session, base, step)
+                await concurrent_small(session, base, step, _no_scope)
                 done += step
                 samples.append(rss_bytes())
             end = samples[-1]
