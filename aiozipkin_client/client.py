@@ -61,6 +61,7 @@ from .parsers import (
     default_request_parser,
     default_response_parser,
     error_value,
+    ignored_classes,
     redact_url,
     run_response_parser,
 )
@@ -146,6 +147,8 @@ class ClientTracing:
         # Read once: aiozipkin keeps its sampler and local endpoint private, but they are the
         # tracer's policy for new traces and its service, which we must honour, not invent.
         self._tracer_sampler = tracer._sampler
+        # The exceptions aiozipkin's own spans leave untagged; ours honour them too.
+        self._ignored = ignored_classes(getattr(tracer, "_ignored_exceptions", None))
         self._sink = SpanSink(tracer)
         # (service, host, port) -> remote endpoint; bounded, see _remote_endpoint.
         self._remotes: dict[tuple[str | None, str | None, int | None], Remote | None] = {}
@@ -269,8 +272,9 @@ class ClientTracing:
             # Failed between a redirect response and the next hop's first byte (too many
             # redirects, a Location that is not a URL): the error belongs to the redirect.
             state.previous.end = now
-            if state.previous.recording:
-                state.previous.tag(ERROR, error_value(params.exception))
+            error = params.exception
+            if state.previous.recording and not isinstance(error, self._ignored):
+                state.previous.tag(ERROR, error_value(error))
         self._report_previous(state)
 
     # -- connection --------------------------------------------------------------------------
@@ -497,7 +501,13 @@ class ClientTracing:
             hop.tags[REQUEST_SIZE] = str(hop.body_bytes)
         view = ResponseView(hop.request, status, headers, error)
         run_response_parser(
-            self._settings.response_parser, view, hop, hop.tags, error, "response_parser"
+            self._settings.response_parser,
+            view,
+            hop,
+            hop.tags,
+            error,
+            self._ignored,
+            "response_parser",
         )
 
     def _report_previous(self, state: RequestState) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final, Protocol, TypeVar
 from urllib.parse import unquote_plus
@@ -181,14 +181,19 @@ def run_response_parser(
     span: SpanCustomizer,
     tags: Mapping[str, str],
     error: BaseException | None,
+    ignored: tuple[type[BaseException], ...],
     who: str,
 ) -> None:
     """Tag ``error``, run a user's response parser, and keep the error whatever it did.
 
     A parser may add detail to the error; one that raises is logged (as ``who``) and the span
     keeps what it had; one that removes or empties the error gets it back: an exception is never
-    lost and its tag is never empty. ``tags`` is the span's live tag map.
+    lost and its tag is never empty. An exception of one of the ``ignored`` classes (the
+    tracer's ``ignored_exceptions``) is not tagged, as aiozipkin's own spans do; the parser still
+    sees it. ``tags`` is the span's live tag map.
     """
+    if error is not None and isinstance(error, ignored):
+        error = None
     if error is not None:
         span.tag(ERROR, error_value(error))
     try:
@@ -197,6 +202,23 @@ def run_response_parser(
         log.exception("%s failed; the span keeps what it had", who)
     if error is not None and not tags.get(ERROR):
         span.tag(ERROR, error_value(error))
+
+
+def ignored_classes(classes: object) -> tuple[type[BaseException], ...]:
+    """A tracer's ``ignored_exceptions`` as a tuple for ``isinstance``, checked once.
+
+    aiozipkin takes a list of exception classes, or None for none. Anything else raises
+    :class:`TypeError` here, when tracing is set up, rather than at a request that fails.
+    """
+    if classes is None:
+        return ()
+    if isinstance(classes, str | bytes | type) or not isinstance(classes, Iterable):
+        raise TypeError(f"ignored_exceptions must be a list of exception classes, not {classes!r}")
+    found = tuple(classes)
+    for item in found:
+        if not (isinstance(item, type) and issubclass(item, BaseException)):
+            raise TypeError(f"ignored_exceptions must hold exception classes, not {item!r}")
+    return found
 
 
 def error_value(

@@ -37,6 +37,7 @@ from .parsers import (
     HTTP_PATH,
     HTTP_STATUS_CODE,
     SpanCustomizer,
+    ignored_classes,
     run_response_parser,
 )
 from .propagation import extract
@@ -189,6 +190,8 @@ class ServerTracing:
         self._settings = settings
         # aiozipkin keeps its sampler private, but it is the tracer's policy for new traces.
         self._tracer_sampler = tracer._sampler
+        # The exceptions aiozipkin's own spans leave untagged; ours honour them too.
+        self._ignored = ignored_classes(getattr(tracer, "_ignored_exceptions", None))
         self._sink = SpanSink(tracer)
 
     def start(self, request: web.Request) -> ServerSpan | None:
@@ -275,6 +278,7 @@ class ServerTracing:
             span,
             span._tags,
             unhandled,
+            self._ignored,
             "server response_parser",
         )
         self._sink.report(
