@@ -54,14 +54,13 @@ from .annotations import (
 )
 from .parsers import (
     ERROR,
+    ErrorTagging,
     RequestParser,
     RequestView,
     ResponseParser,
     ResponseView,
     default_request_parser,
     default_response_parser,
-    error_value,
-    ignored_classes,
     redact_url,
     run_response_parser,
 )
@@ -147,8 +146,11 @@ class ClientTracing:
         # Read once: aiozipkin keeps its sampler and local endpoint private, but they are the
         # tracer's policy for new traces and its service, which we must honour, not invent.
         self._tracer_sampler = tracer._sampler
-        # The exceptions aiozipkin's own spans leave untagged; ours honour them too.
-        self._ignored = ignored_classes(getattr(tracer, "_ignored_exceptions", None))
+        # Like its sampler, the tracer's ignored_exceptions are its policy (aiozipkin's own spans
+        # leave them untagged); the request parser's secret names apply to error messages too.
+        self._errors = ErrorTagging.create(
+            getattr(tracer, "_ignored_exceptions", None), settings.request_parser
+        )
         self._sink = SpanSink(tracer)
         # (service, host, port) -> remote endpoint; bounded, see _remote_endpoint.
         self._remotes: dict[tuple[str | None, str | None, int | None], Remote | None] = {}
@@ -272,9 +274,9 @@ class ClientTracing:
             # Failed between a redirect response and the next hop's first byte (too many
             # redirects, a Location that is not a URL): the error belongs to the redirect.
             state.previous.end = now
-            error = params.exception
-            if state.previous.recording and not isinstance(error, self._ignored):
-                state.previous.tag(ERROR, error_value(error))
+            value = self._errors.value(params.exception)
+            if state.previous.recording and value is not None:
+                state.previous.tag(ERROR, value)
         self._report_previous(state)
 
     # -- connection --------------------------------------------------------------------------
@@ -506,7 +508,7 @@ class ClientTracing:
             hop,
             hop.tags,
             error,
-            self._ignored,
+            self._errors,
             "response_parser",
         )
 

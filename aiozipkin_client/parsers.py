@@ -154,6 +154,11 @@ class HttpRequestParser:
     ) -> None:
         self._sensitive = frozenset(name.lower() for name in sensitive_query_params)
 
+    @property
+    def sensitive_query_params(self) -> frozenset[str]:
+        """The parameter names (lowercase) whose values this parser masks."""
+        return self._sensitive
+
     def __call__(self, request: RequestView, span: SpanCustomizer) -> None:
         span.name(request.method.lower())
         span.tag(HTTP_METHOD, request.method.upper())
@@ -181,44 +186,70 @@ def run_response_parser(
     span: SpanCustomizer,
     tags: Mapping[str, str],
     error: BaseException | None,
-    ignored: tuple[type[BaseException], ...],
+    errors: ErrorTagging,
     who: str,
 ) -> None:
     """Tag ``error``, run a user's response parser, and keep the error whatever it did.
 
     A parser may add detail to the error; one that raises is logged (as ``who``) and the span
     keeps what it had; one that removes or empties the error gets it back: an exception is never
-    lost and its tag is never empty. An exception of one of the ``ignored`` classes (the
-    tracer's ``ignored_exceptions``) is not tagged, as aiozipkin's own spans do; the parser still
-    sees it. ``tags`` is the span's live tag map.
+    lost and its tag is never empty. An exception ``errors`` ignores is not tagged (the parser
+    still sees it in its view). ``tags`` is the span's live tag map.
     """
-    if error is not None and isinstance(error, ignored):
-        error = None
-    if error is not None:
-        span.tag(ERROR, error_value(error))
+    value = None if error is None else errors.value(error)
+    if value is not None:
+        span.tag(ERROR, value)
     try:
         parser(view, span)
     except Exception:
         log.exception("%s failed; the span keeps what it had", who)
-    if error is not None and not tags.get(ERROR):
-        span.tag(ERROR, error_value(error))
+    if value is not None and not tags.get(ERROR):
+        span.tag(ERROR, value)
 
 
-def ignored_classes(classes: object) -> tuple[type[BaseException], ...]:
-    """A tracer's ``ignored_exceptions`` as a tuple for ``isinstance``, checked once.
+@dataclass(frozen=True, slots=True)
+class ErrorTagging:
+    """Which exceptions get an ``error`` tag, and which names it masks; fixed at creation.
 
-    aiozipkin takes a list of exception classes, or None for none. Anything else raises
-    :class:`TypeError` here, when tracing is set up, rather than at a request that fails.
+    ``ignored``: the tracer's ``ignored_exceptions``, never tagged (as on aiozipkin's own
+    spans). ``sensitive_params``: the query parameter names whose values are masked in the
+    message (see :func:`error_value`).
     """
-    if classes is None:
-        return ()
-    if isinstance(classes, str | bytes | type) or not isinstance(classes, Iterable):
-        raise TypeError(f"ignored_exceptions must be a list of exception classes, not {classes!r}")
-    found = tuple(classes)
-    for item in found:
-        if not (isinstance(item, type) and issubclass(item, BaseException)):
-            raise TypeError(f"ignored_exceptions must hold exception classes, not {item!r}")
-    return found
+
+    ignored: tuple[type[BaseException], ...] = ()
+    sensitive_params: frozenset[str] = DEFAULT_SENSITIVE_QUERY_PARAMS
+
+    @classmethod
+    def create(cls, ignored_exceptions: object, request_parser: object = None) -> ErrorTagging:
+        """From a tracer's ``ignored_exceptions`` and, if any, the client's request parser.
+
+        aiozipkin takes a list of exception classes, or None for none; anything else raises
+        :class:`TypeError` here, when tracing is set up, rather than at a request that fails.
+        An :class:`HttpRequestParser` lends its parameter names, so that what ``http.url``
+        masks is masked in error messages too.
+        """
+        ignored: tuple[type[BaseException], ...] = ()
+        if ignored_exceptions is not None:
+            if isinstance(ignored_exceptions, str | bytes | type) or not isinstance(
+                ignored_exceptions, Iterable
+            ):
+                raise TypeError(
+                    "ignored_exceptions must be a list of exception classes,"
+                    f" not {ignored_exceptions!r}"
+                )
+            ignored = tuple(ignored_exceptions)
+            for item in ignored:
+                if not (isinstance(item, type) and issubclass(item, BaseException)):
+                    raise TypeError(f"ignored_exceptions must hold exception classes, not {item!r}")
+        if isinstance(request_parser, HttpRequestParser):
+            return cls(ignored, request_parser.sensitive_query_params)
+        return cls(ignored)
+
+    def value(self, exc: BaseException) -> str | None:
+        """The ``error`` tag for ``exc``; None when it is to be ignored."""
+        if isinstance(exc, self.ignored):
+            return None
+        return error_value(exc, self.sensitive_params)
 
 
 def error_value(

@@ -36,8 +36,8 @@ from .parsers import (
     HTTP_METHOD,
     HTTP_PATH,
     HTTP_STATUS_CODE,
+    ErrorTagging,
     SpanCustomizer,
-    ignored_classes,
     run_response_parser,
 )
 from .propagation import extract
@@ -190,8 +190,9 @@ class ServerTracing:
         self._settings = settings
         # aiozipkin keeps its sampler private, but it is the tracer's policy for new traces.
         self._tracer_sampler = tracer._sampler
-        # The exceptions aiozipkin's own spans leave untagged; ours honour them too.
-        self._ignored = ignored_classes(getattr(tracer, "_ignored_exceptions", None))
+        # Like its sampler, the tracer's ignored_exceptions are its policy: aiozipkin's own spans
+        # leave them untagged, and so do ours.
+        self._errors = ErrorTagging.create(getattr(tracer, "_ignored_exceptions", None))
         self._sink = SpanSink(tracer)
 
     def start(self, request: web.Request) -> ServerSpan | None:
@@ -278,7 +279,7 @@ class ServerTracing:
             span,
             span._tags,
             unhandled,
-            self._ignored,
+            self._errors,
             "server response_parser",
         )
         self._sink.report(

@@ -460,3 +460,23 @@ async def test_a_plain_exception_escaping_a_handler(
     span = recorder.take_one()
     assert span["tags"]["error"] == f"ValueError: upstream {CLEAN} refused"
     assert_no_secret(span)
+
+
+async def test_error_messages_mask_the_names_the_request_parser_masks(
+    make_session: Any, recorder: SpanRecorder
+) -> None:
+    parser = aiozipkin_client.HttpRequestParser(
+        sensitive_query_params=aiozipkin_client.DEFAULT_SENSITIVE_QUERY_PARAMS | {"Ticket"}
+    )
+    session: aiohttp.ClientSession = make_session(request_parser=parser)
+    locations = {"away": "ftp://files.example/x?ticket=T1CKET&token=S1GVALUE&page=2"}
+
+    async with start_app(location_app(locations)) as url:
+        with pytest.raises(aiohttp.NonHttpUrlRedirectClientError):
+            await session.get(url / "away")
+
+    span = recorder.take_one()
+    assert span["tags"]["error"] == (
+        "NonHttpUrlRedirectClientError: ftp://files.example/x?ticket=REDACTED&token=REDACTED&page=2"
+    )
+    assert_no_secret(span, secrets=("T1CKET", "S1GVALUE"))
