@@ -129,8 +129,8 @@ MESSAGE_ONLY = {
     "ServerDisconnectedError",
     "ServerTimeoutError",
     "SocketTimeoutError",
-    "UploadAbortedError",  # aiohttp >= 3.13
-    "WSMessageTypeError",  # aiohttp >= 3.12
+    "UploadAbortedError",  # aiohttp >= 3.14
+    "WSMessageTypeError",  # aiohttp >= 3.11
 }
 
 
