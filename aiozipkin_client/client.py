@@ -274,9 +274,10 @@ class ClientTracing:
             # Failed between a redirect response and the next hop's first byte (too many
             # redirects, a Location that is not a URL): the error belongs to the redirect.
             state.previous.end = now
-            value = self._errors.value(params.exception)
-            if state.previous.recording and value is not None:
-                state.previous.tag(ERROR, value)
+            if state.previous.recording:
+                value = self._errors.value(params.exception)
+                if value is not None:
+                    state.previous.tag(ERROR, value)
         self._report_previous(state)
 
     # -- connection --------------------------------------------------------------------------
