@@ -376,8 +376,7 @@ def unanswered_port() -> Iterator[int]:
         listener.bind(("127.0.0.1", 0))
         listener.listen(0)
         port: int = listener.getsockname()[1]
-        queued = stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=5))
-        queued.setblocking(False)
+        stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=5))
         for _ in range(2):  # whatever the kernel's idea of "full", make sure it is
             waiting = stack.enter_context(socket.socket())
             waiting.setblocking(False)
