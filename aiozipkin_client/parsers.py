@@ -255,12 +255,12 @@ class ErrorTagging:
 def error_value(
     exc: BaseException, sensitive_params: Collection[str] = DEFAULT_SENSITIVE_QUERY_PARAMS
 ) -> str:
-    """The ``error`` tag for an exception: ``"ClassName: message"``, never empty, never a secret.
+    """The ``error`` tag for an exception: ``"ClassName: message"``, never empty.
 
     The message is untrusted text (any exception may quote a URL, a Location header or a
     connection string), so it goes through the same rules as ``http.url`` wherever it looks like
     a URL or a query: user info and fragments dropped, values of sensitive parameters masked
-    (see :func:`redact_url`); control characters become spaces and it is cut at
+    (``sensitive_params``: lowercase names, as for :func:`redact_url`); control characters become spaces and it is cut at
     ``ERROR_MESSAGE_LIMIT`` characters. aiohttp's response errors give status and reason only
     (their text is mostly the URL). The class name alone when there is no message
     (``CancelledError``, most timeouts) or when the message cannot be had. It never raises.
