@@ -56,13 +56,13 @@ from .annotations import (
 )
 from .parsers import (
     ERROR,
+    ErrorTagging,
     RequestParser,
     RequestView,
     ResponseParser,
     ResponseView,
     default_request_parser,
     default_response_parser,
-    error_value,
     redact_url,
     run_response_parser,
 )
@@ -169,6 +169,11 @@ class ClientTracing:
         # Read once: aiozipkin keeps its sampler and local endpoint private, but they are the
         # tracer's policy for new traces and its service, which we must honour, not invent.
         self._tracer_sampler = tracer._sampler
+        # Like its sampler, the tracer's ignored_exceptions are its policy (aiozipkin's own spans
+        # leave them untagged); the request parser's secret names apply to error messages too.
+        self._errors = ErrorTagging.create(
+            getattr(tracer, "_ignored_exceptions", None), settings.request_parser
+        )
         self._sink = SpanSink(tracer)
         # (service, host, port) -> remote endpoint; bounded, see _remote_endpoint.
         self._remotes: dict[tuple[str | None, str | None, int | None], Remote | None] = {}
@@ -303,7 +308,9 @@ class ClientTracing:
             # redirects, a Location that is not a URL): the error belongs to the redirect.
             state.previous.end = now
             if state.previous.recording:
-                state.previous.tag(ERROR, error_value(params.exception))
+                value = self._errors.value(params.exception)
+                if value is not None:
+                    state.previous.tag(ERROR, value)
         self._report_previous(state)
 
     # -- connection --------------------------------------------------------------------------
@@ -564,7 +571,13 @@ class ClientTracing:
             hop.tags[REQUEST_SIZE] = str(hop.body_bytes)
         view = ResponseView(hop.request, status, headers, error)
         run_response_parser(
-            self._settings.response_parser, view, hop, hop.tags, error, "response_parser"
+            self._settings.response_parser,
+            view,
+            hop,
+            hop.tags,
+            error,
+            self._errors,
+            "response_parser",
         )
 
     def _report_previous(self, state: RequestState) -> None:

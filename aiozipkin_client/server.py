@@ -36,6 +36,7 @@ from .parsers import (
     HTTP_METHOD,
     HTTP_PATH,
     HTTP_STATUS_CODE,
+    ErrorTagging,
     SpanCustomizer,
     run_response_parser,
 )
@@ -189,6 +190,9 @@ class ServerTracing:
         self._settings = settings
         # aiozipkin keeps its sampler private, but it is the tracer's policy for new traces.
         self._tracer_sampler = tracer._sampler
+        # Like its sampler, the tracer's ignored_exceptions are its policy: aiozipkin's own spans
+        # leave them untagged, and so do ours.
+        self._errors = ErrorTagging.create(getattr(tracer, "_ignored_exceptions", None))
         self._sink = SpanSink(tracer)
 
     def start(self, request: web.Request) -> ServerSpan | None:
@@ -275,6 +279,7 @@ class ServerTracing:
             span,
             span._tags,
             unhandled,
+            self._errors,
             "server response_parser",
         )
         self._sink.report(
