@@ -364,8 +364,31 @@ def is_sensitive_param(name: str, sensitive: Collection[str]) -> bool:
     return any(word in _SENSITIVE_WORDS for word in _WORD_SPLIT.split(lowered))
 
 
+def _redact_nested(value: str, sensitive: Collection[str]) -> str:
+    """A query value that may itself be a URL or a query string, redacted as one.
+
+    ``?next=https://u:p@h/cb?token=t`` hides user info and a secret inside an innocent name.
+    Only values holding an ``@`` or ``=`` can; the others are returned as they are.
+    """
+    if "@" not in value and "=" not in value:
+        return value
+    value = _AUTHORITY_USER_INFO.sub("//", value)
+    value = _BARE_USER_INFO.sub("", value)
+    value = _HASHED_TOKEN.sub(_drop_fragment, value)
+    return _mask_params(value, sensitive)
+
+
+def _query_value(name: str, value: str, sensitive: Collection[str]) -> str:
+    if is_sensitive_param(name, sensitive):
+        return REDACTED
+    return _redact_nested(value, sensitive)
+
+
 def redact_url(url: URL, sensitive_params: Collection[str] = DEFAULT_SENSITIVE_QUERY_PARAMS) -> URL:
     """``url`` without user info and fragment, and with sensitive query values masked.
+
+    A query value that is itself a URL or a query string (``?next=https://u:p@h/?token=t``) is
+    redacted by the same rules, so nothing hidden one level down is recorded either.
 
     >>> str(redact_url(URL("https://u:p@api.example/v1?sig=abc&page=2#top")))
     'https://api.example/v1?sig=REDACTED&page=2'
@@ -382,9 +405,11 @@ def redact_url(url: URL, sensitive_params: Collection[str] = DEFAULT_SENSITIVE_Q
     if url.fragment:
         url = url.with_fragment(None)
     query = url.query
-    if query and any(is_sensitive_param(name, sensitive_params) for name in query):
+    if query and any(
+        _query_value(name, value, sensitive_params) != value for name, value in query.items()
+    ):
         masked: MultiDict[str] = MultiDict()
         for name, value in query.items():
-            masked.add(name, REDACTED if is_sensitive_param(name, sensitive_params) else value)
+            masked.add(name, _query_value(name, value, sensitive_params))
         url = url.with_query(masked)
     return url

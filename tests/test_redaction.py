@@ -194,6 +194,25 @@ def test_words_are_whole_words_not_substrings(name: str) -> None:
             id="repeated-name",
         ),
         pytest.param("http://h/x?sig=", "http://h/x?sig=REDACTED", id="empty-value"),
+        # One level down: a query value that is itself a URL or a query string.
+        pytest.param(
+            "http://h/x?next=https://alice:s3cret@h2/cb",
+            "http://h/x?next=https://h2/cb",
+            id="nested-user-info",
+        ),
+        pytest.param(
+            "http://h/x?next=h2/cb?token%3Dt%26page%3D2",
+            "http://h/x?next=h2/cb?token%3DREDACTED%26page%3D2",
+            id="nested-secret-param",
+        ),
+        pytest.param(
+            "http://h/x?next=https://h2/cb%23access_token%3Dt",
+            "http://h/x?next=https://h2/cb",
+            id="nested-fragment",
+        ),
+        pytest.param(
+            "http://h/x?dsn=bob:pw@db:5432/app", "http://h/x?dsn=db:5432/app", id="nested-bare-user"
+        ),
     ],
 )
 def test_redact_url(url: str, expected: str) -> None:
@@ -207,6 +226,11 @@ def test_redact_url(url: str, expected: str) -> None:
         "http://h/x?q=a+b&flag&page=2",
         "http://h/x?a=%2F&b=%26",
         "http://h:8080/x;p?q=1",
+        # "@" and "=" in a value that hides nothing: an address, an expression, a nested query
+        # without secrets.
+        "http://h/x?to=alice@example.com",
+        "http://h/x?filter=a%3Db",
+        "http://h/x?next=/cb?page%3D2",
     ],
 )
 def test_urls_without_secrets_are_kept_exactly(url: str) -> None:
