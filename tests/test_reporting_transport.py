@@ -1,7 +1,7 @@
 """ZipkinTransport and create() against a strict local collector: what is posted, and how.
 
-Every body the collector receives is validated against zipkin2-api.yaml (plus the spec's prose
-rules); the ``collector`` fixture fails the test if any body was invalid.
+Every body the collector receives is validated against the kit's Zipkin v2 schema (plus the
+spec's prose rules); the ``collector`` fixture fails the test if any body was invalid.
 """
 
 from __future__ import annotations

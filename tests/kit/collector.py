@@ -35,7 +35,7 @@ from yarl import URL
 
 from aiozipkin_client.reporting import ZipkinTransport
 
-from .schema import validate_spans
+from .schema import load_schema, validate_spans
 
 __all__ = (
     "SPANS_PATH",
@@ -86,6 +86,9 @@ class Collector:
     """The collector: build, ``await start()``, use :attr:`url`, ``await stop()``."""
 
     def __init__(self) -> None:
+        # Now, not at the first post: a missing schema must fail the test here, not make every
+        # post answer 500 to a transport that retries it until the test times out.
+        load_schema()
         self._sock: socket.socket | None = _bound_socket(0)
         self.port: int = self._sock.getsockname()[1]
         self.url: URL = URL.build(scheme="http", host="127.0.0.1", port=self.port, path=SPANS_PATH)
