@@ -30,6 +30,7 @@ from multidict import CIMultiDictProxy, MutableMultiMapping
 from yarl import URL
 
 from ._context import current_context, to_context
+from ._duplicates import DuplicateCheck
 from ._options import require_callable, require_collection, require_tracer
 from ._spans import Remote, SpanSink, by_timestamp, remote_endpoint, span_id
 from ._state import Hop, RequestState, TraceConfigContext
@@ -812,6 +813,8 @@ def make_trace_config(
     )
     handlers = ClientTracing(tracer, settings)
     trace_config = aiohttp.TraceConfig(trace_config_ctx_factory=TraceConfigContext)
+    # First: on a session's first request, warn if another tracing config is on it too.
+    trace_config.on_request_start.append(DuplicateCheck().on_request_start)
     for signal_name in SIGNALS:
         getattr(trace_config, signal_name).append(getattr(handlers, signal_name))
     return trace_config
