@@ -692,6 +692,18 @@ class ZipkinTransport(TransportABC):
         if url.path in ("", "/"):
             # Zipkin's own address, as in its UI links: spans go to its v2 endpoint.
             url = url.with_path(_SPANS_PATH, keep_query=True)
+        for name, count in (("batch_size", batch_size), ("max_queue_size", max_queue_size)):
+            _require_type(name, count, int, "a whole number")
+        if gzip_threshold is not None:
+            _require_type("gzip_threshold", gzip_threshold, int, "a whole number or None")
+        for name, seconds in (
+            ("send_interval", send_interval),
+            ("send_timeout", send_timeout),
+            ("close_timeout", close_timeout),
+            ("retry_delay", retry_delay),
+            ("retry_max_delay", retry_max_delay),
+        ):
+            _require_type(name, seconds, (int, float), "a number of seconds")
         _require(send_interval > 0, "send_interval must be > 0")
         _require(batch_size >= 1, "batch_size must be >= 1")
         _require(max_queue_size >= 1, "max_queue_size must be >= 1")
@@ -1031,6 +1043,12 @@ def _require(condition: bool, message: str) -> None:
         raise ValueError(message)
 
 
+def _require_type(name: str, value: object, kind: type | tuple[type, ...], described: str) -> None:
+    # bool is an int to Python, never a size or a delay to a user.
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise TypeError(f"{name} must be {described}, not {value!r}")
+
+
 # --------------------------------------------------------------------------------------------
 # aiozipkin.create, reporting through ZipkinTransport
 # --------------------------------------------------------------------------------------------
@@ -1055,8 +1073,8 @@ def create(
 
     Same arguments and same result as ``aiozipkin.create`` (await it, or use it with
     ``async with``, which closes the tracer and so flushes the transport). The extra keyword
-    options are those of :class:`ZipkinTransport`. Invalid options raise ``ValueError`` here,
-    at the call; nothing else ever raises.
+    options are those of :class:`ZipkinTransport`. Invalid options raise ``ValueError`` (or
+    ``TypeError`` for a value of the wrong kind) here, at the call; nothing else ever raises.
 
     >>> import aiozipkin
     >>> async def main() -> None:
@@ -1067,6 +1085,14 @@ def create(
     ...         with tracer.new_trace() as span:
     ...             span.name("charge card")
     """
+    if not isinstance(local_endpoint, Endpoint):
+        raise TypeError(
+            "local_endpoint must be an aiozipkin Endpoint, such as"
+            f" aiozipkin.create_endpoint('checkout'), not {local_endpoint!r}"
+        )
+    _require_type("sample_rate", sample_rate, (int, float), "a number from 0.0 to 1.0")
+    # 10 meaning 10% would sample everything: a rate is a fraction.
+    _require(0.0 <= sample_rate <= 1.0, f"sample_rate must be from 0.0 to 1.0, not {sample_rate!r}")
     # Built now so that a bad option fails at the call site; it starts nothing until used.
     transport = ZipkinTransport(
         zipkin_address,

@@ -406,6 +406,52 @@ def test_create_rejects_bad_options_at_the_call() -> None:
         create("http://127.0.0.1:9411/api/v2/spans", ENDPOINT, batch_size=0)
 
 
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"batch_size": "100"}, TypeError, "batch_size must be a whole number, not '100'"),
+        ({"batch_size": 100.0}, TypeError, "batch_size must be a whole number, not 100.0"),
+        ({"max_queue_size": True}, TypeError, "max_queue_size must be a whole number, not True"),
+        (
+            {"gzip_threshold": 1.5},
+            TypeError,
+            "gzip_threshold must be a whole number or None, not 1.5",
+        ),
+        ({"send_timeout": "10"}, TypeError, "send_timeout must be a number of seconds, not '10'"),
+        ({"retry_delay": None}, TypeError, "retry_delay must be a number of seconds, not None"),
+    ],
+)
+def test_options_of_the_wrong_kind_fail_at_construction(
+    options: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=re.escape(message)):
+        ZipkinTransport("http://127.0.0.1:9411/api/v2/spans", **options)
+    with pytest.raises(error, match=re.escape(message)):
+        create("http://127.0.0.1:9411/api/v2/spans", ENDPOINT, **options)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "options", "error", "message"),
+    [
+        (
+            "checkout",
+            {},
+            TypeError,
+            "local_endpoint must be an aiozipkin Endpoint, such as"
+            " aiozipkin.create_endpoint('checkout'), not 'checkout'",
+        ),
+        (ENDPOINT, {"sample_rate": 10}, ValueError, "sample_rate must be from 0.0 to 1.0, not 10"),
+        (ENDPOINT, {"sample_rate": -0.5}, ValueError, "from 0.0 to 1.0, not -0.5"),
+        (ENDPOINT, {"sample_rate": "0.1"}, TypeError, "sample_rate must be a number"),
+    ],
+)
+def test_create_checks_its_own_options(
+    endpoint: Any, options: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=re.escape(message)):
+        create("http://127.0.0.1:9411/api/v2/spans", endpoint, **options)
+
+
 def test_transport_can_be_built_and_fed_outside_an_event_loop() -> None:
     collector = Collector()
     transport = ZipkinTransport(collector.url, send_interval=0.05)
