@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
 import logging
 import re
 import reprlib
@@ -31,6 +32,8 @@ from yarl import URL
 
 from ._compat import has_no_authority
 from ._context import current_context, to_context
+from ._duplicates import DuplicateCheck
+from ._options import require_callable, require_collection, require_tracer
 from ._spans import Remote, SpanSink, by_timestamp, remote_endpoint, span_id
 from ._state import Hop, RequestState, TraceConfigContext
 from .annotations import (
@@ -740,9 +743,8 @@ def redirect_target(
 def _host_filter(hosts: HostFilter | None) -> Callable[[URL], bool] | None:
     if hosts is None or callable(hosts):
         return hosts
-    if isinstance(hosts, str):
-        raise TypeError("propagate_to takes a collection of host names, not a single string")
-    allowed = frozenset(host.lower().rstrip(".") for host in hosts)
+    require_collection("propagate_to", hosts, "host names")
+    allowed = frozenset(_host_name(entry) for entry in hosts)
 
     def host_allowed(url: URL) -> bool:
         host = (url.host or "").lower().rstrip(".")
@@ -751,10 +753,59 @@ def _host_filter(hosts: HostFilter | None) -> Callable[[URL], bool] | None:
     return host_allowed
 
 
+def _host_name(entry: object) -> str:
+    """One ``propagate_to`` entry as the host name it is compared with; raises if it is not one.
+
+    A URL or a ``host:port`` would never equal a request's host, so headers would silently go
+    nowhere: refused, naming the host to write instead.
+    """
+    if isinstance(entry, URL):
+        entry = str(entry)
+    if not isinstance(entry, str):
+        raise TypeError(f"propagate_to takes host names (strings), not {entry!r}")
+    name = entry.strip().lower().rstrip(".")
+    if name.startswith("[") and name.endswith("]"):
+        name = name[1:-1]  # an IPv6 literal as written in a URL
+    if "/" in name or "@" in name or (":" in name and not _is_ipv6(name)):
+        try:
+            host = (URL(entry) if "://" in entry else URL("//" + entry)).host
+        except ValueError:
+            host = None
+        hint = f": write {host!r}" if host else ""
+        raise ValueError(
+            f"propagate_to takes host names such as 'api.example.com', not URLs or host:port,"
+            f" and got {entry!r}{hint}"
+        )
+    if not name:
+        raise ValueError("propagate_to contains an empty host name")
+    return name
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _url_matcher(pattern: UrlPattern) -> Callable[[URL], bool]:
     if callable(pattern):
         return pattern
-    regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+    if isinstance(pattern, str):
+        try:
+            regex = re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(
+                f"exclude_urls: {pattern!r} is not a valid regular expression ({exc})"
+            ) from None
+    elif isinstance(pattern, re.Pattern) and isinstance(pattern.pattern, str):
+        regex = pattern
+    else:
+        raise TypeError(
+            "exclude_urls takes regular expressions (str or re.Pattern) or functions of the"
+            f" URL, not {pattern!r}"
+        )
 
     def matches(url: URL) -> bool:
         return regex.search(str(url.with_user(None))) is not None
@@ -781,6 +832,11 @@ def _collector_matcher(tracer: Tracer) -> Callable[[URL], bool] | None:
 def _service_namer(value: RemoteServiceName | None) -> Callable[[URL], str | None] | None:
     if value is None or callable(value):
         return value
+    if not isinstance(value, str):
+        raise TypeError(
+            "remote_service_name takes a service name or a function of the URL returning one,"
+            f" not {value!r}"
+        )
     fixed = value
     return lambda url: fixed
 
@@ -824,6 +880,11 @@ def make_trace_config(
       and connecting as start/end annotations on the CLIENT span; ``"spans"`` records each as a
       child span instead, so they show as bars in the Zipkin UI.
     """
+    require_tracer(tracer, "make_trace_config")
+    require_collection("exclude_urls", exclude_urls, "regular expressions or functions")
+    require_callable("sampler", sampler, optional=True)
+    require_callable("request_parser", request_parser)
+    require_callable("response_parser", response_parser)
     if not isinstance(b3_format, B3Format):
         raise TypeError(f"b3_format must be a B3Format, not {b3_format!r}")
     if connection_phases not in ("annotations", "spans"):
@@ -846,6 +907,8 @@ def make_trace_config(
     )
     handlers = ClientTracing(tracer, settings)
     trace_config = aiohttp.TraceConfig(trace_config_ctx_factory=TraceConfigContext)
+    # First: on a session's first request, warn if another tracing config is on it too.
+    trace_config.on_request_start.append(DuplicateCheck().on_request_start)
     for signal_name in SIGNALS:
         getattr(trace_config, signal_name).append(getattr(handlers, signal_name))
     return trace_config
