@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install lint typecheck unit test example demo bench bench-memory zipkin-up zipkin-down clean
+.PHONY: help install lint typecheck unit test example demo bench bench-memory mutate zipkin-up zipkin-down clean
 
 help:
 	@echo "make test      - create $(VENV), install, then lint, mypy --strict and the tests"
@@ -12,6 +12,7 @@ help:
 	@echo "make example   - send one traced request to a local server and print its span"
 	@echo "make zipkin-up / zipkin-down - start/stop Zipkin and the example services in Docker"
 	@echo "make bench     - tracing overhead vs aiozipkin and OpenTelemetry (BENCH_ARGS=--quick for a smoke run)"
+	@echo "make mutate    - mutation testing of B3, URL redaction and sampling: score per area (~2.5 min)"
 	@echo "make clean     - remove the virtual environment and caches"
 
 $(STAMP): pyproject.toml setup.py requirements-dev.txt
@@ -53,6 +54,16 @@ bench: $(BENCH_STAMP)
 
 bench-memory: $(BENCH_STAMP)
 	$(BIN)/python -m bench --memory-only $(BENCH_ARGS)
+
+# Mutation testing (mutmut) goes into the same venv, once; too slow for .ci/run.
+MUTATE_STAMP := $(VENV)/.mutate-installed
+
+$(MUTATE_STAMP): $(STAMP) requirements-mutate.txt
+	$(BIN)/python -m pip install --quiet -r requirements-mutate.txt
+	touch $(MUTATE_STAMP)
+
+mutate: $(MUTATE_STAMP)
+	$(BIN)/python mutation/run.py
 
 zipkin-up:
 	docker compose -f docker/docker-compose.yml up -d --build

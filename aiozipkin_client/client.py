@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
 import logging
 import re
 import reprlib
@@ -31,6 +32,8 @@ from yarl import URL
 
 from ._compat import has_no_authority
 from ._context import current_context, to_context
+from ._duplicates import DuplicateCheck
+from ._options import require_callable, require_collection, require_tracer
 from ._spans import Remote, SpanSink, remote_endpoint, span_id
 from ._state import Hop, RequestState, TraceConfigContext
 from .annotations import (
@@ -56,6 +59,7 @@ from .annotations import (
 )
 from .parsers import (
     ERROR,
+    ErrorTagging,
     HttpRequestParser,
     RequestParser,
     RequestView,
@@ -64,7 +68,6 @@ from .parsers import (
     SpanCustomizer,
     default_request_parser,
     default_response_parser,
-    error_value,
     redact_url,
     run_response_parser,
     tag_status,
@@ -172,18 +175,29 @@ class ClientTracing:
         # Read once: aiozipkin keeps its sampler and local endpoint private, but they are the
         # tracer's policy for new traces and its service, which we must honour, not invent.
         self._tracer_sampler = tracer._sampler
+        # Like its sampler, the tracer's ignored_exceptions are its policy (aiozipkin's own spans
+        # leave them untagged); the request parser's secret names apply to error messages too.
+        self._errors = ErrorTagging.create(
+            getattr(tracer, "_ignored_exceptions", None), settings.request_parser
+        )
         self._sink = SpanSink(tracer)
         # (service, host, port) -> remote endpoint; bounded, see _remote_endpoint.
         self._remotes: dict[tuple[str | None, str | None, int | None], Remote | None] = {}
         self._warned_parent = False
+        #: On a session's first request, warns if another tracing config is on it too.
+        self.duplicate_check = DuplicateCheck()
         self._valid_parent: TraceContext | None = None
 
     # -- request lifecycle ---------------------------------------------------------------------
 
-    @_signal
+    @_session_signal
     def on_request_start(
-        self, ctx: TraceConfigContext, params: aiohttp.TraceRequestStartParams
+        self,
+        session: aiohttp.ClientSession,
+        ctx: TraceConfigContext,
+        params: aiohttp.TraceRequestStartParams,
     ) -> None:
+        self.duplicate_check.check(session)
         settings = self._settings
         url = params.url
         for matches in settings.exclude:
@@ -313,7 +327,9 @@ class ClientTracing:
             # redirects, a Location that is not a URL): the error belongs to the redirect.
             state.previous.end = now
             if state.previous.recording:
-                state.previous.tag(ERROR, error_value(params.exception))
+                value = self._errors.value(params.exception)
+                if value is not None:
+                    state.previous.tag(ERROR, value)
         self._report_previous(state)
 
     # -- connection --------------------------------------------------------------------------
@@ -590,11 +606,11 @@ class ClientTracing:
         if parser is default_response_parser:
             # Ours reads the status and error only: no views to build for it.
             run_response_parser(
-                _tag_outcome, (status, error), hop, hop.tags, error, "response_parser"
+                _tag_outcome, (status, error), hop, hop.tags, error, self._errors, "response_parser"
             )
         else:
             view = ResponseView(hop.request, status, headers, error)
-            run_response_parser(parser, view, hop, hop.tags, error, "response_parser")
+            run_response_parser(parser, view, hop, hop.tags, error, self._errors, "response_parser")
 
     def _report_previous(self, state: RequestState) -> None:
         if state.previous is not None:
@@ -759,9 +775,8 @@ def redirect_target(
 def _host_filter(hosts: HostFilter | None) -> Callable[[URL], bool] | None:
     if hosts is None or callable(hosts):
         return hosts
-    if isinstance(hosts, str):
-        raise TypeError("propagate_to takes a collection of host names, not a single string")
-    allowed = frozenset(host.lower().rstrip(".") for host in hosts)
+    require_collection("propagate_to", hosts, "host names")
+    allowed = frozenset(_host_name(entry) for entry in hosts)
 
     def host_allowed(url: URL) -> bool:
         host = (url.host or "").lower().rstrip(".")
@@ -770,10 +785,59 @@ def _host_filter(hosts: HostFilter | None) -> Callable[[URL], bool] | None:
     return host_allowed
 
 
+def _host_name(entry: object) -> str:
+    """One ``propagate_to`` entry as the host name it is compared with; raises if it is not one.
+
+    A URL or a ``host:port`` would never equal a request's host, so headers would silently go
+    nowhere: refused, naming the host to write instead.
+    """
+    if isinstance(entry, URL):
+        entry = str(entry)
+    if not isinstance(entry, str):
+        raise TypeError(f"propagate_to takes host names (strings), not {entry!r}")
+    name = entry.strip().lower().rstrip(".")
+    if name.startswith("[") and name.endswith("]"):
+        name = name[1:-1]  # an IPv6 literal as written in a URL
+    if "/" in name or "@" in name or (":" in name and not _is_ipv6(name)):
+        try:
+            host = (URL(entry) if "://" in entry else URL("//" + entry)).host
+        except ValueError:
+            host = None
+        hint = f": write {host!r}" if host else ""
+        raise ValueError(
+            f"propagate_to takes host names such as 'api.example.com', not URLs or host:port,"
+            f" and got {entry!r}{hint}"
+        )
+    if not name:
+        raise ValueError("propagate_to contains an empty host name")
+    return name
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _url_matcher(pattern: UrlPattern) -> Callable[[URL], bool]:
     if callable(pattern):
         return pattern
-    regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+    if isinstance(pattern, str):
+        try:
+            regex = re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(
+                f"exclude_urls: {pattern!r} is not a valid regular expression ({exc})"
+            ) from None
+    elif isinstance(pattern, re.Pattern) and isinstance(pattern.pattern, str):
+        regex = pattern
+    else:
+        raise TypeError(
+            "exclude_urls takes regular expressions (str or re.Pattern) or functions of the"
+            f" URL, not {pattern!r}"
+        )
 
     def matches(url: URL) -> bool:
         return regex.search(str(url.with_user(None))) is not None
@@ -800,6 +864,11 @@ def _collector_matcher(tracer: Tracer) -> Callable[[URL], bool] | None:
 def _service_namer(value: RemoteServiceName | None) -> Callable[[URL], str | None] | None:
     if value is None or callable(value):
         return value
+    if not isinstance(value, str):
+        raise TypeError(
+            "remote_service_name takes a service name or a function of the URL returning one,"
+            f" not {value!r}"
+        )
     fixed = value
     return lambda url: fixed
 
@@ -843,6 +912,11 @@ def make_trace_config(
       and connecting as start/end annotations on the CLIENT span; ``"spans"`` records each as a
       child span instead, so they show as bars in the Zipkin UI.
     """
+    require_tracer(tracer, "make_trace_config")
+    require_collection("exclude_urls", exclude_urls, "regular expressions or functions")
+    require_callable("sampler", sampler, optional=True)
+    require_callable("request_parser", request_parser)
+    require_callable("response_parser", response_parser)
     if not isinstance(b3_format, B3Format):
         raise TypeError(f"b3_format must be a B3Format, not {b3_format!r}")
     if connection_phases not in ("annotations", "spans"):

@@ -30,12 +30,14 @@ from aiozipkin.utils import generate_random_64bit_string, generate_random_128bit
 
 from ._compat import request_key
 from ._context import use_span
+from ._options import require_callable, require_collection, require_tracer
 from ._spans import SpanSink, remote_endpoint
 from .parsers import (
     ERROR,
     HTTP_METHOD,
     HTTP_PATH,
     HTTP_STATUS_CODE,
+    ErrorTagging,
     SpanCustomizer,
     run_response_parser,
 )
@@ -194,6 +196,9 @@ class ServerTracing:
         self._settings = settings
         # aiozipkin keeps its sampler private, but it is the tracer's policy for new traces.
         self._tracer_sampler = tracer._sampler
+        # Like its sampler, the tracer's ignored_exceptions are its policy: aiozipkin's own spans
+        # leave them untagged, and so do ours.
+        self._errors = ErrorTagging.create(getattr(tracer, "_ignored_exceptions", None))
         self._sink = SpanSink(tracer)
 
     def start(self, request: web.Request) -> ServerSpan | None:
@@ -280,6 +285,7 @@ class ServerTracing:
             span,
             span._tags,
             unhandled,
+            self._errors,
             "server response_parser",
         )
         self._sink.report(
@@ -307,6 +313,7 @@ def _status(response: web.StreamResponse | None, exc: BaseException | None) -> i
 
 
 def _route_skipper(skip_routes: Iterable[SkipRoute]) -> Callable[[web.Request], bool]:
+    require_collection("skip_routes", skip_routes, "routes, resources or route patterns")
     routes: set[web.AbstractRoute] = set()
     resources: set[web.AbstractResource] = set()
     patterns: set[str] = set()
@@ -350,6 +357,10 @@ def middleware(
     Options are those of :func:`setup`. Unlike :func:`setup` it does not store the tracer in
     ``app[TRACER_KEY]``.
     """
+    require_tracer(tracer, "middleware")
+    require_callable("sampler", sampler, optional=True)
+    require_callable("request_parser", request_parser)
+    require_callable("response_parser", response_parser)
     settings = ServerSettings(
         skip=_route_skipper(skip_routes),
         sampler=sampler,
@@ -409,17 +420,17 @@ def setup(
       tracer's sampler), asked only when the incoming headers carry no decision.
     * ``request_parser`` / ``response_parser``: set the name and tags.
     """
+    require_tracer(tracer, "setup")
     if TRACER_KEY in app:
         raise RuntimeError("aiozipkin_client.setup() was already called for this application")
-    app[TRACER_KEY] = tracer
-    app.middlewares.insert(
-        0,
-        middleware(
-            tracer,
-            skip_routes=skip_routes,
-            sampler=sampler,
-            request_parser=request_parser,
-            response_parser=response_parser,
-        ),
+    # Built first: an option error leaves the application untouched.
+    tracing = middleware(
+        tracer,
+        skip_routes=skip_routes,
+        sampler=sampler,
+        request_parser=request_parser,
+        response_parser=response_parser,
     )
+    app[TRACER_KEY] = tracer
+    app.middlewares.insert(0, tracing)
     return app

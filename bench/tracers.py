@@ -1,16 +1,34 @@
-"""The four configurations the benchmark compares, each reporting to the same local collector.
+"""The configurations the benchmark compares, each reporting to the same local collector.
 
-Every traced configuration samples 100%, makes each request a child of a sampled parent span in
-its own tracer's form, and reports through its own library's standard path:
+Every request is the child of its own remote parent (``bench.workloads``: sampled, unsampled or
+1% sampled, the same sequence for everyone), given to each configuration in its own form and
+made current around the request, and each tracer reports through its own library's standard
+path:
 
 * ``none``: no trace config at all;
-* ``aiozipkin``: ``aiozipkin.make_trace_config(tracer)`` with ``aiozipkin.create``'s transport
-  (aiozipkin traces a request only when it has a parent, so one is set in its context variable);
+* ``aiozipkin``: ``aiozipkin.make_trace_config(tracer)`` with ``aiozipkin.create``'s transport;
+  the parent is a ``TraceContext`` in aiozipkin's ``zipkin_context`` variable (aiozipkin traces
+  a request only when it has a parent);
 * ``opentelemetry``: ``create_trace_config`` of opentelemetry-instrumentation-aiohttp-client with
-  the SDK's ``TracerProvider``, a ``BatchSpanProcessor`` and the Zipkin JSON exporter;
+  the SDK's ``TracerProvider``, a ``BatchSpanProcessor`` and the Zipkin JSON exporter; the parent
+  is a remote ``NonRecordingSpan`` in a ``Context`` made current with ``context.attach``, and
+  the sampler is ``ParentBased`` (whose root sampler is ``ALWAYS_ON``, ``ALWAYS_OFF`` or
+  ``TraceIdRatioBased(0.01)`` by mode), so the parent's flag decides;
 * ``aiozipkin_client``: this package's ``make_trace_config(tracer)`` with every signal and tag
-  (its defaults), reporting through ``aiozipkin_client.reporting.create``;
-* ``listen_only`` and ``bare_recorder``: reference points, not tracers (see ``bench.floors``).
+  (its defaults), reporting through ``aiozipkin_client.create``; the parent is a
+  ``TraceContext`` in ``zipkin_context``, the variable ``aiozipkin_client.use_span`` sets;
+* ``empty_config``, ``listen_only`` and ``bare_recorder``: reference points, not tracers (see
+  ``bench.floors``); their parent is in ``bench.floors.PARENT``.
+
+Sampling: the tracers' own rates (``sample_rate`` of both Zipkin tracers, the OpenTelemetry root
+sampler) are set to the mode's rate (1.0, 0.0, 0.01) as a user would, but they are never
+consulted: every request has a parent with an explicit decision, and that decision wins in all
+three tracers. This is what makes the 1% case deterministic and the same for everyone.
+
+The parents are made, and turned into each configuration's form, before the measured time
+(:meth:`Tracing.scope`); what is timed per request is entering and leaving the parent's scope,
+the request, and the tracing. Entering a scope costs everyone one small object and one context
+variable set and reset (OpenTelemetry: ``attach``/``detach``, its own way of doing that).
 
 Each reporter keeps its own defaults (batch sizes, intervals). :meth:`Tracing.close` flushes
 every span of the block to the collector, and the benchmark counts it inside the measured time,
@@ -19,26 +37,33 @@ so the cost of encoding and posting the spans is charged to the tracer that made
 
 from __future__ import annotations
 
-import random
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import Final
+from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar, Token
+from typing import Final, Generic, TypeVar
 
 import aiohttp
 import aiozipkin
 from aiozipkin.aiohttp_helpers import zipkin_context
 from aiozipkin.helpers import TraceContext
+from opentelemetry import context as otel_context
 from opentelemetry.exporter.zipkin.json import ZipkinExporter
 from opentelemetry.instrumentation.aiohttp_client import create_trace_config
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.trace import use_span
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    ParentBased,
+    Sampler,
+    TraceIdRatioBased,
+)
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 
 import aiozipkin_client
-from aiozipkin_client import reporting
 
-from .floors import FLOORS, bare_recorder, listen_only
+from .floors import FLOORS, PARENT, bare_recorder, empty_config, listen_only
+from .workloads import ONE_PERCENT, SAMPLED, SAMPLING_RATES, UNSAMPLED, Parent, Scope
 
 __all__ = ("CONFIGS", "SERVICE", "TRACERS", "Tracing", "start_tracing")
 
@@ -46,6 +71,70 @@ SERVICE: Final = "bench-client"
 #: In report order; the first is the baseline every overhead is measured against.
 TRACERS: Final = ("none", "aiozipkin", "opentelemetry", "aiozipkin_client")
 CONFIGS: Final = (*TRACERS, *FLOORS)
+
+T = TypeVar("T")
+
+
+class _VarScope(Generic[T]):
+    """``value`` in ``var`` for the duration of a ``with`` block."""
+
+    __slots__ = ("_token", "_value", "_var")
+
+    def __init__(self, var: ContextVar[T], value: T) -> None:
+        self._var = var
+        self._value = value
+
+    def __enter__(self) -> None:
+        self._token: Token[T] = self._var.set(self._value)
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._var.reset(self._token)
+
+
+class _OtelScope:
+    """An OpenTelemetry ``Context`` attached for the duration of a ``with`` block."""
+
+    __slots__ = ("_context", "_token")
+
+    def __init__(self, context: otel_context.Context) -> None:
+        self._context = context
+
+    def __enter__(self) -> None:
+        self._token = otel_context.attach(self._context)
+
+    def __exit__(self, *exc_info: object) -> None:
+        otel_context.detach(self._token)
+
+
+def _var_scopes(var: ContextVar[T], values: Sequence[T]) -> Scope:
+    return lambda i: _VarScope(var, values[i])
+
+
+def _floor_scopes(parents: Sequence[Parent]) -> Scope:
+    return _var_scopes(PARENT, list(parents))
+
+
+def _zipkin_scopes(parents: Sequence[Parent]) -> Scope:
+    # trace_id, parent_id, span_id, sampled, debug, shared
+    contexts = [TraceContext(p.trace_id, None, p.span_id, p.sampled, False, False) for p in parents]
+    return _var_scopes(zipkin_context, contexts)
+
+
+def _otel_scopes(parents: Sequence[Parent]) -> Scope:
+    contexts = [
+        set_span_in_context(
+            NonRecordingSpan(
+                SpanContext(
+                    trace_id=int(p.trace_id, 16),
+                    span_id=int(p.span_id, 16),
+                    is_remote=True,
+                    trace_flags=TraceFlags(TraceFlags.SAMPLED if p.sampled else TraceFlags.DEFAULT),
+                )
+            )
+        )
+        for p in parents
+    ]
+    return lambda i: _OtelScope(contexts[i])
 
 
 class Tracing:
@@ -55,91 +144,84 @@ class Tracing:
         self,
         name: str,
         trace_configs: list[aiohttp.TraceConfig],
-        parent: Callable[[], AbstractContextManager[object]],
+        scope: Callable[[Sequence[Parent]], Scope],
         close: Callable[[], Awaitable[None]],
-        spans_per_request: int,
+        spans_per_request: float,
+        tracer: aiozipkin.Tracer | None = None,
     ) -> None:
         self.name = name
         self.trace_configs = trace_configs
-        #: Enter around the workload: requests made inside are children of a sampled span.
-        self.parent = parent
+        #: ``scope(parents)`` turns the block's parents into this configuration's form (do it
+        #: before the measured time) and gives the workloads' ``scope(i)`` factory.
+        self.scope = scope
         #: Flush every span of the block to the collector and stop the reporter.
         self.close = close
-        #: Spans the collector should receive per request.
+        #: Spans the collector should receive per request, on average (the sampling rate for a
+        #: tracer, 0 for the rest).
         self.spans_per_request = spans_per_request
+        #: The Zipkin tracer, for the two that have one.
+        self.tracer = tracer
+
+    def expected_spans(self, parents: Sequence[Parent]) -> int:
+        """Spans the collector should receive for requests made under ``parents``."""
+        return sum(p.sampled for p in parents) if self.spans_per_request else 0
 
 
 async def _nothing() -> None:
     return None
 
 
-def _zipkin_parent() -> TraceContext:
-    return TraceContext(
-        trace_id=f"{random.getrandbits(128):032x}",
-        parent_id=None,
-        span_id=f"{random.getrandbits(64):016x}",
-        sampled=True,
-        debug=False,
-        shared=False,
-    )
+def _otel_root_sampler(sampling: str) -> Sampler:
+    if sampling == SAMPLED:
+        return ALWAYS_ON
+    if sampling == UNSAMPLED:
+        return ALWAYS_OFF
+    if sampling == ONE_PERCENT:
+        return TraceIdRatioBased(SAMPLING_RATES[ONE_PERCENT])
+    raise ValueError(f"unknown sampling mode {sampling!r}")
 
 
-@contextmanager
-def _zipkin_scope(context: TraceContext) -> Iterator[TraceContext]:
-    token = zipkin_context.set(context)
-    try:
-        yield context
-    finally:
-        zipkin_context.reset(token)
-
-
-async def start_tracing(name: str, collector_url: str) -> Tracing:
-    """Build configuration ``name`` (one of :data:`CONFIGS`), reporting to ``collector_url``."""
+async def start_tracing(name: str, collector_url: str, sampling: str = SAMPLED) -> Tracing:
+    """Build configuration ``name`` (one of :data:`CONFIGS`), reporting to ``collector_url``,
+    for requests whose parents are sampled as ``sampling`` says (``bench.workloads``)."""
+    rate = SAMPLING_RATES[sampling]
     endpoint = aiozipkin.create_endpoint(SERVICE, ipv4="127.0.0.1")
-    if name == "none":
-        return Tracing(name, [], nullcontext, _nothing, 0)
     if name == "aiozipkin":
-        tracer = await aiozipkin.create(collector_url, endpoint, sample_rate=1.0)
-        parent = _zipkin_parent()
+        tracer = await aiozipkin.create(collector_url, endpoint, sample_rate=rate)
         return Tracing(
-            name,
-            [aiozipkin.make_trace_config(tracer)],
-            lambda: _zipkin_scope(parent),
-            tracer.close,
-            1,
+            name, [aiozipkin.make_trace_config(tracer)], _zipkin_scopes, tracer.close, rate, tracer
         )
     if name == "opentelemetry":
-        provider = TracerProvider(resource=Resource.create({"service.name": SERVICE}))
+        provider = TracerProvider(
+            resource=Resource.create({"service.name": SERVICE}),
+            sampler=ParentBased(_otel_root_sampler(sampling)),
+        )
         provider.add_span_processor(BatchSpanProcessor(ZipkinExporter(endpoint=collector_url)))
-        root = provider.get_tracer("bench").start_span("parent")
 
         async def otel_close() -> None:
             # Exports what is queued and joins the exporter thread (whose CPU time is ours).
             provider.shutdown()
 
         return Tracing(
-            name,
-            [create_trace_config(tracer_provider=provider)],
-            lambda: use_span(root, end_on_exit=False),
-            otel_close,
-            1,
+            name, [create_trace_config(tracer_provider=provider)], _otel_scopes, otel_close, rate
         )
     if name == "aiozipkin_client":
-        tracer = await reporting.create(collector_url, endpoint, sample_rate=1.0)
-        parent = _zipkin_parent()
+        tracer = await aiozipkin_client.create(collector_url, endpoint, sample_rate=rate)
         return Tracing(
             name,
             [aiozipkin_client.make_trace_config(tracer)],
-            lambda: aiozipkin_client.use_span(parent),
+            _zipkin_scopes,
             tracer.close,
-            1,
+            rate,
+            tracer,
         )
-    if name == "listen_only":
-        return Tracing(name, [listen_only()], nullcontext, _nothing, 0)
-    if name == "bare_recorder":
-        parent = _zipkin_parent()
-        spans: list[str] = []
-        return Tracing(
-            name, [bare_recorder(parent.trace_id, parent.span_id, spans)], nullcontext, _nothing, 0
-        )
+    floors: dict[str, Callable[[], aiohttp.TraceConfig]] = {
+        "empty_config": empty_config,
+        "listen_only": listen_only,
+        "bare_recorder": lambda: bare_recorder([]),
+    }
+    if name == "none":
+        return Tracing(name, [], _floor_scopes, _nothing, 0.0)
+    if name in floors:
+        return Tracing(name, [floors[name]()], _floor_scopes, _nothing, 0.0)
     raise ValueError(f"unknown configuration {name!r}; choose from {', '.join(CONFIGS)}")

@@ -1,16 +1,19 @@
 """ZipkinTransport and create() against a strict local collector: what is posted, and how.
 
-Every body the collector receives is validated against zipkin2-api.yaml (plus the spec's prose
-rules); the ``collector`` fixture fails the test if any body was invalid.
+Every body the collector receives is validated against the kit's Zipkin v2 schema (plus the
+spec's prose rules); the ``collector`` fixture fails the test if any body was invalid.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip
 import json
 import logging
 import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -134,6 +137,39 @@ def test_address_is_the_collector_url() -> None:
 
     assert transport.address == URL("http://127.0.0.1:9411/api/v2/spans")
     assert isinstance(transport.address, URL)
+
+
+@pytest.mark.parametrize(
+    ("address", "completed"),
+    [
+        ("http://127.0.0.1:9411", "http://127.0.0.1:9411/api/v2/spans"),
+        ("http://127.0.0.1:9411/", "http://127.0.0.1:9411/api/v2/spans"),
+        ("https://127.0.0.1", "https://127.0.0.1/api/v2/spans"),
+        # A path is the user's choice (a proxy's prefix, say): kept as it is.
+        ("http://127.0.0.1:9411/zipkin/api/v2/spans", "http://127.0.0.1:9411/zipkin/api/v2/spans"),
+        ("http://127.0.0.1:9411/api/v2/spans", "http://127.0.0.1:9411/api/v2/spans"),
+    ],
+)
+async def test_address_without_a_path_gets_the_v2_span_endpoint(
+    address: str, completed: str
+) -> None:
+    assert ZipkinTransport(address).address == URL(completed)
+    async with create(address, ENDPOINT) as tracer:  # nothing sent: closing posts nothing
+        transport = tracer._transport
+        assert isinstance(transport, ZipkinTransport)
+        assert transport.address == URL(completed)
+
+
+async def test_spans_reach_a_collector_given_by_its_address_alone(collector: Collector) -> None:
+    transport = ZipkinTransport(str(collector.url.origin()), send_interval=0.05)
+    try:
+        ids = finish_spans(tracer_for(transport), 2)
+        spans = await collector.wait_for_spans(2)
+    finally:
+        await transport.close()
+
+    assert [span["id"] for span in spans] == ids
+    assert [post.status for post in collector.posts] == [202]
 
 
 @pytest.mark.parametrize(
@@ -370,6 +406,52 @@ def test_create_rejects_bad_options_at_the_call() -> None:
         create("http://127.0.0.1:9411/api/v2/spans", ENDPOINT, batch_size=0)
 
 
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"batch_size": "100"}, TypeError, "batch_size must be a whole number, not '100'"),
+        ({"batch_size": 100.0}, TypeError, "batch_size must be a whole number, not 100.0"),
+        ({"max_queue_size": True}, TypeError, "max_queue_size must be a whole number, not True"),
+        (
+            {"gzip_threshold": 1.5},
+            TypeError,
+            "gzip_threshold must be a whole number or None, not 1.5",
+        ),
+        ({"send_timeout": "10"}, TypeError, "send_timeout must be a number of seconds, not '10'"),
+        ({"retry_delay": None}, TypeError, "retry_delay must be a number of seconds, not None"),
+    ],
+)
+def test_options_of_the_wrong_kind_fail_at_construction(
+    options: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=re.escape(message)):
+        ZipkinTransport("http://127.0.0.1:9411/api/v2/spans", **options)
+    with pytest.raises(error, match=re.escape(message)):
+        create("http://127.0.0.1:9411/api/v2/spans", ENDPOINT, **options)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "options", "error", "message"),
+    [
+        (
+            "checkout",
+            {},
+            TypeError,
+            "local_endpoint must be an aiozipkin Endpoint, such as"
+            " aiozipkin.create_endpoint('checkout'), not 'checkout'",
+        ),
+        (ENDPOINT, {"sample_rate": 10}, ValueError, "sample_rate must be from 0.0 to 1.0, not 10"),
+        (ENDPOINT, {"sample_rate": -0.5}, ValueError, "from 0.0 to 1.0, not -0.5"),
+        (ENDPOINT, {"sample_rate": "0.1"}, TypeError, "sample_rate must be a number"),
+    ],
+)
+def test_create_checks_its_own_options(
+    endpoint: Any, options: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=re.escape(message)):
+        create("http://127.0.0.1:9411/api/v2/spans", endpoint, **options)
+
+
 def test_transport_can_be_built_and_fed_outside_an_event_loop() -> None:
     collector = Collector()
     transport = ZipkinTransport(collector.url, send_interval=0.05)
@@ -410,3 +492,70 @@ def test_close_alone_flushes_spans_sent_outside_a_loop() -> None:
 
     assert [span["id"] for span in collector.spans] == ids
     assert transport.stats().sent == 2
+
+
+UNCLOSED = "ZipkinTransport for http://127.0.0.1:9411/api/v2/spans was never closed"
+
+
+def unclosed_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [m for m in caplog.messages if "was never closed" in m]
+
+
+def test_a_transport_collected_with_spans_buffered_says_how_many_were_lost(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    transport = ZipkinTransport("http://127.0.0.1:9411", send_interval=60)
+    finish_spans(tracer_for(transport), 3)  # no event loop: they wait in the buffer
+    assert transport.stats().queued == 3
+
+    with caplog.at_level(logging.WARNING, "aiozipkin_client.reporting"):
+        del transport
+        gc.collect()
+
+    assert unclosed_warnings(caplog) == [
+        f"{UNCLOSED}: 3 buffered spans were lost. Close it before the event loop ends:"
+        " `await tracer.close()`, or `async with create(...) as tracer`"
+    ]
+
+
+async def test_closed_or_empty_transports_are_collected_silently(
+    collector: Collector, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, "aiozipkin_client.reporting"):
+        empty = ZipkinTransport(collector.url)
+        closed = ZipkinTransport(collector.url, send_interval=60)
+        finish_spans(tracer_for(closed), 2)
+        await closed.close()
+        assert closed.stats().sent == 2
+        del empty, closed
+        gc.collect()
+
+    assert unclosed_warnings(caplog) == []
+
+
+def test_a_transport_left_at_interpreter_exit_says_how_many_were_lost() -> None:
+    script = """
+import aiozipkin
+from aiozipkin.sampler import Sampler
+from aiozipkin_client import ZipkinTransport
+
+transport = ZipkinTransport("http://127.0.0.1:9411", send_interval=60)
+tracer = aiozipkin.Tracer(transport, Sampler(sample_rate=1.0), aiozipkin.create_endpoint("job"))
+for _ in range(2):
+    with tracer.new_trace(sampled=True):
+        pass
+print("queued", transport.stats().queued)
+"""  # exits without close(), the transport still referenced by a module global
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert (done.returncode, done.stdout) == (0, "queued 2\n")
+    assert done.stderr == (
+        f"{UNCLOSED}: 2 buffered spans were lost. Close it before the event loop ends:"
+        " `await tracer.close()`, or `async with create(...) as tracer`\n"
+    )

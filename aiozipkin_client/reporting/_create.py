@@ -19,6 +19,8 @@ from ._transport import (
     DEFAULT_SEND_INTERVAL,
     DEFAULT_SEND_TIMEOUT,
     ZipkinTransport,
+    _require,
+    _require_type,
 )
 
 __all__ = ("create",)
@@ -44,8 +46,8 @@ def create(
 
     Same arguments and same result as ``aiozipkin.create`` (await it, or use it with
     ``async with``, which closes the tracer and so flushes the transport). The extra keyword
-    options are those of :class:`ZipkinTransport`. Invalid options raise ``ValueError`` here,
-    at the call; nothing else ever raises.
+    options are those of :class:`ZipkinTransport`. Invalid options raise ``ValueError`` (or
+    ``TypeError`` for a value of the wrong kind) here, at the call; nothing else ever raises.
 
     >>> import aiozipkin
     >>> async def main() -> None:
@@ -56,6 +58,14 @@ def create(
     ...         with tracer.new_trace() as span:
     ...             span.name("charge card")
     """
+    if not isinstance(local_endpoint, Endpoint):
+        raise TypeError(
+            "local_endpoint must be an aiozipkin Endpoint, such as"
+            f" aiozipkin.create_endpoint('checkout'), not {local_endpoint!r}"
+        )
+    _require_type("sample_rate", sample_rate, (int, float), "a number from 0.0 to 1.0")
+    # 10 meaning 10% would sample everything: a rate is a fraction.
+    _require(0.0 <= sample_rate <= 1.0, f"sample_rate must be from 0.0 to 1.0, not {sample_rate!r}")
     # Built now so that a bad option fails at the call site; it starts nothing until used.
     transport = ZipkinTransport(
         zipkin_address,

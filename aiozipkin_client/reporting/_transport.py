@@ -13,6 +13,7 @@ import logging
 import math
 import random
 import time
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
@@ -40,6 +41,8 @@ __all__ = (
 
 log = logging.getLogger("aiozipkin_client.reporting")
 
+#: Zipkin's v2 span endpoint: an address with no path (``http://zipkin:9411``) gets this one.
+_SPANS_PATH: Final = "/api/v2/spans"
 #: Seconds between two posts of a batch that is not full yet (aiozipkin's default).
 DEFAULT_SEND_INTERVAL: Final = 5.0
 #: Spans per POST at most.
@@ -164,6 +167,21 @@ class ZipkinTransport(TransportABC):
         # Configuration mistakes are the one thing worth raising for, and only here, at start-up.
         if url.scheme not in ("http", "https") or not url.host:
             raise ValueError(f"zipkin address must be an absolute http(s) URL, got {address!r}")
+        if url.path in ("", "/"):
+            # Zipkin's own address, as in its UI links: spans go to its v2 endpoint.
+            url = url.with_path(_SPANS_PATH, keep_query=True)
+        for name, count in (("batch_size", batch_size), ("max_queue_size", max_queue_size)):
+            _require_type(name, count, int, "a whole number")
+        if gzip_threshold is not None:
+            _require_type("gzip_threshold", gzip_threshold, int, "a whole number or None")
+        for name, seconds in (
+            ("send_interval", send_interval),
+            ("send_timeout", send_timeout),
+            ("close_timeout", close_timeout),
+            ("retry_delay", retry_delay),
+            ("retry_max_delay", retry_max_delay),
+        ):
+            _require_type(name, seconds, (int, float), "a number of seconds")
         _require(send_interval > 0, "send_interval must be > 0")
         _require(batch_size >= 1, "batch_size must be >= 1")
         _require(max_queue_size >= 1, "max_queue_size must be >= 1")
@@ -209,6 +227,9 @@ class ZipkinTransport(TransportABC):
         self._log_rejected = _DropLog(interval, "refused by the collector, not retried")
         self._log_closed = _DropLog(interval, "transport closed")
         self._failure_log_at = -math.inf
+        # Says how many spans were lost if the transport is garbage-collected, or still alive
+        # at interpreter exit, without close(); close() detaches it.
+        self._unclosed = weakref.finalize(self, _warn_unclosed, self._buffer, str(url))
 
     @property
     def address(self) -> URL:
@@ -283,6 +304,7 @@ class ZipkinTransport(TransportABC):
         """
         if not self._closing:
             self._closing = True
+            self._unclosed.detach()  # from now on, what is lost is counted and logged here
             # One immediate last attempt, even if a backoff delay was running.
             self._retry_at = None
         if self._buffer and (self._task is None or self._task.done()):
@@ -443,6 +465,19 @@ class ZipkinTransport(TransportABC):
             drop_log.flush()
 
 
+def _warn_unclosed(buffer: _SpanBuffer[Span], address: str) -> None:
+    # Never raises: it runs from the garbage collector or at interpreter exit.
+    lost = len(buffer)
+    if lost:
+        log.warning(
+            "ZipkinTransport for %s was never closed: %d buffered span%s lost. Close it before"
+            " the event loop ends: `await tracer.close()`, or `async with create(...) as tracer`",
+            address,
+            lost,
+            " was" if lost == 1 else "s were",
+        )
+
+
 def _log_crash(task: asyncio.Task[None]) -> None:
     # The sender catches what it expects; anything else is logged here (and so retrieved, which
     # keeps asyncio from reporting it at garbage collection). The next send() starts a new one.
@@ -453,3 +488,9 @@ def _log_crash(task: asyncio.Task[None]) -> None:
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ValueError(message)
+
+
+def _require_type(name: str, value: object, kind: type | tuple[type, ...], described: str) -> None:
+    # bool is an int to Python, never a size or a delay to a user.
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise TypeError(f"{name} must be {described}, not {value!r}")

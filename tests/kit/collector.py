@@ -8,6 +8,11 @@ recorded only when the collector answers 202, so "delivered" means exactly what 
 The collector's behaviour is switched at run time with :meth:`Collector.set_mode`: accept, be
 down (port closed), be slow, answer 500, 503, 429 or 400, or reset the connection.
 
+A slow (held) POST whose client gives up and closes the connection is recorded as unanswered
+the moment the collector sees the close (:meth:`Collector.wait_for_abandoned`), never later at
+its release: a test waits for that before it releases the held posts, so whether a held post
+counts as delivered never depends on which of two sockets the event loop happens to read first.
+
 Its port is bound when the object is built, before any event loop runs, so a client can be
 configured with :attr:`Collector.url` first; the port stays the same across down/up.
 """
@@ -30,7 +35,7 @@ from yarl import URL
 
 from aiozipkin_client.reporting import ZipkinTransport
 
-from .schema import validate_spans
+from .schema import load_schema, validate_spans
 
 __all__ = (
     "SPANS_PATH",
@@ -81,6 +86,9 @@ class Collector:
     """The collector: build, ``await start()``, use :attr:`url`, ``await stop()``."""
 
     def __init__(self) -> None:
+        # Now, not at the first post: a missing schema must fail the test here, not make every
+        # post answer 500 to a transport that retries it until the test times out.
+        load_schema()
         self._sock: socket.socket | None = _bound_socket(0)
         self.port: int = self._sock.getsockname()[1]
         self.url: URL = URL.build(scheme="http", host="127.0.0.1", port=self.port, path=SPANS_PATH)
@@ -91,6 +99,8 @@ class Collector:
         self.retry_after: str | None = None
         #: POSTs whose body was read, answered or not yet (a SLOW one is held before its answer).
         self.arrived = 0
+        #: POSTs whose client gave up (closed the connection) before any answer.
+        self.abandoned = 0
         #: Every POST once answered (or abandoned), in that order.
         self.posts: list[ReceivedPost] = []
         #: Spans of the accepted POSTs, in arrival order.
@@ -98,7 +108,8 @@ class Collector:
         #: Why each invalid body was refused; a test should end with this empty.
         self.invalid: list[str] = []
         self._runner: web.AppRunner | None = None
-        self._changed = asyncio.Condition()
+        # Set (and replaced) on every change of arrived/posts/spans; waiters re-check then.
+        self._changed = asyncio.Event()
         self._release = asyncio.Event()
 
     async def start(self) -> None:
@@ -111,7 +122,14 @@ class Collector:
         app.router.add_post(SPANS_PATH, self._handle_post)
         app.router.add_get("/ping", self._handle_ping)
         # auto_decompress=False: see the body exactly as it was sent, and gunzip it here.
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0, auto_decompress=False)
+        # handler_cancellation: a held (SLOW) post learns at once that its client gave up.
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            shutdown_timeout=1.0,
+            auto_decompress=False,
+            handler_cancellation=True,
+        )
         await runner.setup()
         try:
             await web.SockSite(runner, sock).start()
@@ -150,6 +168,10 @@ class Collector:
         await self._wait(lambda: len(self.posts) >= count, within)
         return list(self.posts)
 
+    async def wait_for_abandoned(self, count: int, within: float = 10.0) -> None:
+        """Until ``count`` POSTs were left unanswered because their client closed the connection."""
+        await self._wait(lambda: self.abandoned >= count, within)
+
     async def wait_for_arrivals(self, count: int, within: float = 10.0) -> None:
         """Until ``count`` POST bodies were read (SLOW ones are then being held)."""
         await self._wait(lambda: self.arrived >= count, within)
@@ -159,12 +181,16 @@ class Collector:
         return self.url.with_path("/ping")
 
     async def _wait(self, ready: Callable[[], bool], within: float) -> None:
-        async with asyncio.timeout(within), self._changed:
-            await self._changed.wait_for(ready)
+        async with asyncio.timeout(within):
+            while True:
+                changed = self._changed
+                if ready():
+                    return
+                await changed.wait()
 
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     def _release_held(self) -> None:
         self._release.set()
@@ -177,7 +203,7 @@ class Collector:
         mode = self.mode
         body = await request.read()
         self.arrived += 1
-        await self._notify()
+        self._notify()
         spans, problem = _decode(request, body)
         if problem is not None:
             self.invalid.append(problem)
@@ -189,8 +215,14 @@ class Collector:
                     await release.wait()
             except TimeoutError:
                 pass
+            except asyncio.CancelledError:
+                # The client gave up and closed the connection (handler_cancellation): as far
+                # as it knows, nothing was delivered. Recorded now, so a test can wait for it.
+                self.abandoned += 1
+                self._abandon(request, mode, body, spans)
+                raise
             if request.transport is None or request.transport.is_closing():
-                # The client gave up: as far as it knows, nothing was delivered.
+                self.abandoned += 1
                 return await self._answer(request, mode, body, spans, None)
             return await self._answer(request, mode, body, spans, 202)
         if mode is Mode.RESET:
@@ -198,6 +230,13 @@ class Collector:
                 request.transport.abort()
             return await self._answer(request, mode, body, spans, None)
         return await self._answer(request, mode, body, spans, _STATUS.get(mode, 202))
+
+    def _abandon(
+        self, request: web.Request, mode: Mode, body: bytes, spans: list[dict[str, Any]]
+    ) -> None:
+        """Record a post that gets no answer (also from a handler being cancelled)."""
+        self.posts.append(ReceivedPost(mode, request.headers, body, spans, None))
+        self._notify()
 
     async def _answer(
         self,
@@ -207,13 +246,14 @@ class Collector:
         spans: list[dict[str, Any]],
         status: int | None,
     ) -> web.StreamResponse:
+        if status is None:
+            self._abandon(request, mode, body, spans)
+            # No answer: the connection is gone; aiohttp just closes this handler's request.
+            raise web.HTTPServiceUnavailable()
         self.posts.append(ReceivedPost(mode, request.headers, body, spans, status))
         if status == 202:
             self.spans.extend(spans)
-        await self._notify()
-        if status is None:
-            # No answer: the connection is gone; aiohttp just closes this handler's request.
-            raise web.HTTPServiceUnavailable()
+        self._notify()
         headers = {}
         if status in (429, 503) and self.retry_after is not None:
             headers["Retry-After"] = self.retry_after

@@ -1,30 +1,41 @@
-"""Validation of Zipkin v2 spans against the published API spec, plus the rules it states in prose.
+"""Validation of Zipkin v2 spans against the API's schema, plus the rules it states in prose.
 
-The schema comes from ``shared/specs/zipkin2-api.yaml`` (beside the repository). Its swagger 2.0
-``definitions`` are JSON-schema draft 4, so they are checked with ``jsonschema``'s Draft 4
-validator and a format checker (``ipv4``, ``ipv6``).
+The schema is ``zipkin2-spans.schema.json`` beside this module: a JSON-schema (draft 4, as the
+API's swagger 2.0 definitions are) written for this kit from the facts of the Zipkin v2 API
+definition, ``zipkin2-api.yaml``: its field names, types, lengths, patterns, enum and required
+fields. It is checked with ``jsonschema``'s Draft 4 validator and a format checker (``ipv4``,
+``ipv6``). ``tests/test_reporting_kit.py`` shows it accepts the API's example span and refuses
+what the API's keywords refuse. The suite needs nothing outside the repository.
 
-The schema alone is lenient where the spec's text is not: its ``pattern`` keywords are not
-anchored (``"[a-f0-9]{16}"`` matches inside any longer string) and it cannot say "not all zeros",
+The keywords alone are lenient where the API's text is not: its ``pattern`` keywords are not
+anchored (``"[a-f0-9]{16}"`` matches inside any longer string) and cannot say "not all zeros",
 "lower-case" or "not zero". :func:`validate_spans` adds those rules by default (``strict=True``),
 each quoting the spec, because a strict collector enforces them too.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any, Final
 
-import yaml
 from jsonschema import Draft4Validator
+from jsonschema.exceptions import SchemaError
 
-__all__ = ("SCHEMA_PATH", "SpanValidationError", "strict_problems", "validate_spans")
+__all__ = (
+    "SCHEMA_PATH",
+    "SchemaUnavailableError",
+    "SpanValidationError",
+    "load_schema",
+    "strict_problems",
+    "validate_spans",
+)
 
-#: ``<repo>/../shared/specs/zipkin2-api.yaml``: CI clones the repository with ``shared`` beside it.
-SCHEMA_PATH: Final = Path(__file__).resolve().parents[3] / "shared" / "specs" / "zipkin2-api.yaml"
+#: The kit's own schema of a ``POST /api/v2/spans`` body (a list of spans).
+SCHEMA_PATH: Final = Path(__file__).resolve().with_name("zipkin2-spans.schema.json")
 
 _TRACE_ID: Final = re.compile(r"(?:[0-9a-f]{16}){1,2}")
 _SPAN_ID: Final = re.compile(r"[0-9a-f]{16}")
@@ -34,16 +45,35 @@ class SpanValidationError(AssertionError):
     """A list of spans that a strict Zipkin collector would refuse; the message lists why."""
 
 
+class SchemaUnavailableError(RuntimeError):
+    """The kit's schema file is missing or broken: no span can be checked, so nothing runs."""
+
+
+def load_schema() -> Draft4Validator:
+    """The validator of :data:`SCHEMA_PATH`, loaded once; raises :class:`SchemaUnavailableError`.
+
+    The collector calls it when it is built, so a missing or broken schema fails the first test
+    that needs it at once, with the path in the message, rather than as a collector answering
+    every post with an error that a transport retries until it times out.
+    """
+    return _validator(SCHEMA_PATH)
+
+
 @cache
-def _validator() -> Draft4Validator:
-    if not SCHEMA_PATH.is_file():
-        raise FileNotFoundError(
-            f"Zipkin API spec not found at {SCHEMA_PATH}: the tests expect the 'shared' "
-            "directory (with specs/zipkin2-api.yaml) beside the repository checkout"
-        )
-    spec = yaml.safe_load(SCHEMA_PATH.read_text(encoding="utf-8"))
-    schema = {"$ref": "#/definitions/ListOfSpans", "definitions": spec["definitions"]}
-    Draft4Validator.check_schema(schema)
+def _validator(path: Path) -> Draft4Validator:
+    try:
+        schema = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SchemaUnavailableError(
+            f"the test kit's Zipkin v2 schema is missing: {path} (it is part of the repository;"
+            " restore it with `git checkout -- tests/kit`)"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise SchemaUnavailableError(f"cannot read the Zipkin v2 schema {path}: {exc}") from exc
+    try:
+        Draft4Validator.check_schema(schema)
+    except SchemaError as exc:
+        raise SchemaUnavailableError(f"{path} is not a valid draft 4 JSON-schema: {exc}") from exc
     return Draft4Validator(schema, format_checker=Draft4Validator.FORMAT_CHECKER)
 
 
@@ -57,7 +87,7 @@ def validate_spans(spans: object, *, strict: bool = True) -> None:
     """
     problems = [
         f"{'/'.join(str(part) for part in error.absolute_path) or '<body>'}: {error.message}"
-        for error in _validator().iter_errors(spans)
+        for error in load_schema().iter_errors(spans)
     ]
     if strict and isinstance(spans, list):
         problems.extend(strict_problems(spans))

@@ -1,0 +1,83 @@
+"""Warns once per session when a second tracing config would trace the same requests.
+
+Two of our trace configs on one ``ClientSession`` (or ours beside aiozipkin's own client config,
+``aiozipkin.make_trace_config``) each trace every request: every exchange is reported twice, and
+aiozipkin's handler adds ``X-B3-Flags: 0`` when it runs after ours. Nothing fails, so nobody
+notices; this says so once.
+
+How it tells: each of our configs' handlers carry a :class:`DuplicateCheck` (as their
+``duplicate_check`` attribute) that our ``on_request_start`` calls first, and aiozipkin's config
+has its ``ZipkinClientSignals.on_request_start`` there. On the first request of a session, the
+first of our configs in ``session.trace_configs`` looks at the receivers of all of them. A
+session's configs are fixed when it is created, so one look per session is enough; later
+requests cost one weak-reference comparison, inside the handler we run anyway (no receiver of
+its own for aiohttp to await on every request).
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+
+import aiohttp
+from aiozipkin.aiohttp_helpers import ZipkinClientSignals
+
+__all__ = ("DuplicateCheck",)
+
+log = logging.getLogger("aiozipkin_client")
+
+
+class DuplicateCheck:
+    """Looks, for one trace config, for other tracing configs on the sessions it serves."""
+
+    def __init__(self) -> None:
+        # Sessions already looked at; weak, so a closed session is not kept alive by a config.
+        self._seen: weakref.WeakSet[aiohttp.ClientSession] = weakref.WeakSet()
+        self._last: weakref.ref[aiohttp.ClientSession] | None = None
+
+    def check(self, session: aiohttp.ClientSession) -> None:
+        """Look at ``session``'s trace configs on its first request; never raises."""
+        last = self._last
+        if last is not None and last() is session:
+            return
+        try:
+            self._look_at(session)
+        except Exception:
+            log.exception("aiozipkin_client: checking the session's trace configs failed")
+
+    def _look_at(self, session: aiohttp.ClientSession) -> None:
+        self._last = weakref.ref(session)
+        if session in self._seen:
+            return
+        self._seen.add(session)
+        ours: list[DuplicateCheck] = []
+        theirs = 0
+        for config in session.trace_configs:
+            for receiver in config.on_request_start:
+                owner = getattr(receiver, "__self__", None)
+                check = getattr(owner, "duplicate_check", None)
+                if isinstance(check, DuplicateCheck):
+                    ours.append(check)
+                elif isinstance(owner, ZipkinClientSignals):
+                    theirs += 1
+        if not ours or ours[0] is not self:
+            return  # the first of our configs speaks for the session, so it is said once
+        if len(ours) > 1:
+            found = f"{len(ours)} aiozipkin_client trace configs"
+            if theirs:
+                found += " and aiozipkin's own client trace config (aiozipkin.make_trace_config)"
+        elif theirs:
+            found = (
+                "both aiozipkin_client's trace config and aiozipkin's own"
+                " (aiozipkin.make_trace_config)"
+            )
+        else:
+            return
+        flags = ", and aiozipkin's may send X-B3-Flags: 0" if theirs else ""
+        log.warning(
+            "this ClientSession has %s: each traces every request, so every request is reported"
+            " %d times%s. Give a session one tracing config: one make_trace_config(tracer).",
+            found,
+            len(ours) + theirs,
+            flags,
+        )

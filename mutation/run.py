@@ -1,0 +1,323 @@
+"""``make mutate``: mutation testing of the code where a silent regression harms users.
+
+Two kinds of mutants, scored together per area:
+
+* mutmut (configured in ``[tool.mutmut]`` of pyproject.toml) mutates the bodies of the
+  functions named in :data:`AREAS` (flipped comparisons, dropped ``not``, changed constants,
+  ``None`` for values, removed arguments...) and runs, for each mutant, the selected tests that
+  call the mutated function;
+* mutmut leaves module-level constants alone, yet the redaction lists and the id patterns are
+  module constants: :func:`constant_mutants` removes each element of the sets named in
+  :data:`CONSTANT_SETS` and applies the text changes of :data:`CONSTANT_EDITS`, one at a time, in
+  a copy of the package, and runs the area's test files against each.
+
+A mutant is killed when a test fails. A survivor is either a missing test or a mutant judged
+equivalent (no test can tell it from the original); the judged ones are listed, each with its
+reason, in ``mutation/equivalent.md``. Exit status 1 when an area scores under
+:data:`THRESHOLD`, or a survivor is not judged yet.
+
+To scope in more code (the error redaction, parent validation, the span encoder): add globs to
+an area or a new :class:`Area` below, add its file to ``only_mutate`` and its test files to
+``pytest_add_cli_args_test_selection`` in pyproject.toml.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MUTANTS = ROOT / "mutants"
+EQUIVALENT = ROOT / "mutation" / "equivalent.md"
+LOG = MUTANTS / "mutmut-run.log"
+THRESHOLD = 90.0
+PYTHON = Path(sys.executable)
+
+
+@dataclass(frozen=True)
+class Area:
+    name: str
+    #: The source file (as in pyproject's only_mutate).
+    source: str
+    #: mutmut's mangled names of the functions in scope: a function ``f`` of module ``m`` is
+    #: ``m.x_f``, a method ``C.f`` is ``m.xǁCǁf``; each mutant adds ``__mutmut_<n>``.
+    functions: tuple[str, ...]
+    #: The test files run against this area's constant mutants.
+    tests: tuple[str, ...]
+
+
+AREAS = (
+    Area(
+        "B3 propagation",
+        "aiozipkin_client/propagation.py",
+        ("aiozipkin_client.propagation.*",),
+        ("tests/test_propagation.py", "tests/test_propagation_spec.py"),
+    ),
+    Area(
+        "URL redaction",
+        "aiozipkin_client/parsers.py",
+        (
+            "aiozipkin_client.parsers.x_redact_url*",
+            "aiozipkin_client.parsers.x_is_sensitive_param*",
+            "aiozipkin_client.parsers.xǁHttpRequestParserǁ*",
+        ),
+        ("tests/test_redaction.py",),
+    ),
+    Area(
+        "sampling decisions",
+        "aiozipkin_client/sampling.py",
+        ("aiozipkin_client.sampling.*",),
+        ("tests/test_sampling_decisions.py", "tests/test_client_sampling.py"),
+    ),
+)
+
+#: (area, module-level name): each element of that set literal is removed, one at a time.
+CONSTANT_SETS = (
+    ("URL redaction", "DEFAULT_SENSITIVE_QUERY_PARAMS"),
+    ("URL redaction", "_SENSITIVE_WORDS"),
+)
+
+#: (area, label, old text, new text): the old text must occur exactly once in the area's file.
+CONSTANT_EDITS = (
+    ("B3 propagation", "trace id: any number of 16-hex groups", "{16}){1,2}", "{16})+"),
+    ("B3 propagation", "trace id: 64-bit only", "{16}){1,2}", "{16}){1}"),
+    ("B3 propagation", "trace id: 128-bit only", "{16}){1,2}", "{16}){2}"),
+    ("B3 propagation", "trace id: upper-hex too", "[0-9a-f]{16}){1,2}", "[0-9a-fA-F]{16}){1,2}"),
+    ("B3 propagation", "span id: up to 32 hex", 'r"[0-9a-f]{16}")', 'r"[0-9a-f]{16,32}")'),
+    ("B3 propagation", "span id: upper-hex too", 'r"[0-9a-f]{16}")', 'r"[0-9a-fA-F]{16}")'),
+    (
+        "B3 propagation",
+        "Extracted not frozen",
+        "@dataclass(frozen=True, slots=True)\nclass Extracted",
+        "@dataclass(slots=True)\nclass Extracted",
+    ),
+    (
+        "B3 propagation",
+        "EMPTY denies",
+        "context=None, sampled=None, debug=False)",
+        "context=None, sampled=False, debug=False)",
+    ),
+    (
+        "B3 propagation",
+        "EMPTY debug",
+        "context=None, sampled=None, debug=False)",
+        "context=None, sampled=None, debug=True)",
+    ),
+    ("URL redaction", "words not split on -", 're.compile(r"[-_.]")', 're.compile(r"[_.]")'),
+    ("URL redaction", "words not split on _", 're.compile(r"[-_.]")', 're.compile(r"[-.]")'),
+    ("URL redaction", "words not split on .", 're.compile(r"[-_.]")', 're.compile(r"[-_]")'),
+    ("URL redaction", "mask value changed", 'REDACTED: Final = "REDACTED"', 'REDACTED: Final = ""'),
+)
+
+#: pytest exit codes as mutmut records them: a failing test (1), a pytest error (3), a time-out
+#: (mutmut's 36, or killed by SIGXCPU) and a mypy rejection (37) all mean the mutant was caught.
+KILLED = {1, 3, 24, -24, 36, 37, 152, 255}
+SURVIVED = {0, 5, 33}  # 5 and 33: no test ran, so nothing could catch it
+
+
+@dataclass(frozen=True)
+class ConstantMutant:
+    area: Area
+    label: str
+    source: str  # the mutated file's whole text
+
+    @property
+    def name(self) -> str:
+        return f"{Path(self.area.source).stem}: {self.label}"
+
+
+def area_named(name: str) -> Area:
+    return next(area for area in AREAS if area.name == name)
+
+
+def constant_mutants() -> list[ConstantMutant]:
+    mutants: list[ConstantMutant] = []
+    for area_name, constant in CONSTANT_SETS:
+        area = area_named(area_name)
+        text = (ROOT / area.source).read_text()
+        offsets = [0]
+        for line in text.splitlines(keepends=True):
+            offsets.append(offsets[-1] + len(line))
+        for element in _set_elements(ast.parse(text), constant):
+            assert element.end_lineno is not None
+            assert element.end_col_offset is not None
+            start = offsets[element.lineno - 1] + element.col_offset
+            end = offsets[element.end_lineno - 1] + element.end_col_offset
+            # The element goes with its comma and the blanks up to the next one.
+            tail = re.match(r",[ \t]*\n?[ \t]*", text[end:])
+            end += tail.end() if tail else 0
+            label = f"{constant} without {element.value!r}"
+            mutants.append(ConstantMutant(area, label, text[:start] + text[end:]))
+    for area_name, label, old, new in CONSTANT_EDITS:
+        area = area_named(area_name)
+        text = (ROOT / area.source).read_text()
+        if text.count(old) != 1:
+            raise SystemExit(f"constant mutant {label!r}: {old!r} is not in {area.source} once")
+        mutants.append(ConstantMutant(area, label, text.replace(old, new)))
+    return mutants
+
+
+def _set_elements(tree: ast.Module, constant: str) -> list[ast.Constant]:
+    """The elements of the set literal assigned to the module-level name ``constant``."""
+    for statement in tree.body:
+        target: ast.expr
+        if isinstance(statement, ast.AnnAssign):
+            target, value = statement.target, statement.value
+        elif isinstance(statement, ast.Assign) and len(statement.targets) == 1:
+            target, value = statement.targets[0], statement.value
+        else:
+            continue
+        if isinstance(target, ast.Name) and target.id == constant and value is not None:
+            sets = [node for node in ast.walk(value) if isinstance(node, ast.Set)]
+            if len(sets) == 1 and all(isinstance(e, ast.Constant) for e in sets[0].elts):
+                return [e for e in sets[0].elts if isinstance(e, ast.Constant)]
+    raise SystemExit(f"no set literal of constants is assigned to {constant}")
+
+
+def run_constant_mutants(mutants: list[ConstantMutant]) -> dict[str, int]:
+    """Each mutant in a copy of the package, two at a time; pytest's exit code per mutant."""
+    workers = max(1, min(2, os.cpu_count() or 1))
+    copies = []
+    for n in range(workers):
+        copy = MUTANTS / "constants" / f"worker{n}"
+        shutil.copytree(ROOT / "aiozipkin_client", copy / "aiozipkin_client")
+        shutil.copytree(ROOT / "tests", copy / "tests")
+        shutil.copy(ROOT / "pyproject.toml", copy / "pyproject.toml")
+        copies.append(copy)
+
+    def pytest_in(copy: Path, tests: tuple[str, ...]) -> int:
+        return subprocess.run(
+            [str(PYTHON), "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
+            cwd=copy,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+        ).returncode
+
+    for copy in copies:
+        # The copy must pass as it is, and a copy's change must reach the tests (not the
+        # installed package): else every result below would mean nothing.
+        if pytest_in(copy, tuple(t for area in AREAS for t in area.tests)) != 0:
+            raise SystemExit(f"the tests fail in the unmutated copy {copy}")
+    probe = copies[0] / AREAS[0].source
+    original = probe.read_text()
+    probe.write_text(original + "\nraise RuntimeError('mutation probe')\n")
+    if pytest_in(copies[0], AREAS[0].tests) == 0:
+        raise SystemExit("a change in the copy did not reach the tests")
+    probe.write_text(original)
+
+    def run(index: int) -> list[tuple[str, int]]:
+        copy = copies[index]
+        results = []
+        for mutant in mutants[index::workers]:
+            path = copy / mutant.area.source
+            original = path.read_text()
+            path.write_text(mutant.source)
+            try:
+                results.append((mutant.name, pytest_in(copy, mutant.area.tests)))
+            finally:
+                path.write_text(original)
+        return results
+
+    with ThreadPoolExecutor(workers) as pool:
+        return {name: code for batch in pool.map(run, range(workers)) for name, code in batch}
+
+
+def judged_equivalent() -> set[str]:
+    """The mutant names listed in equivalent.md, each as ``- `name` ...`` at a line's start."""
+    if not EQUIVALENT.exists():
+        return set()
+    return set(re.findall(r"^- `([^`]+)`", EQUIVALENT.read_text(), re.MULTILINE))
+
+
+def mutmut_exit_codes(area: Area) -> dict[str, int | None]:
+    meta = json.loads((MUTANTS / f"{area.source}.meta").read_text())
+    codes: dict[str, int | None] = meta["exit_code_by_key"]
+    return {
+        name: code
+        for name, code in codes.items()
+        if any(fnmatchcase(name, pattern) for pattern in area.functions)
+    }
+
+
+def main() -> int:
+    started = time.monotonic()
+    # A fresh copy every time: mutmut caches which tests cover which function, and tests change.
+    shutil.rmtree(MUTANTS, ignore_errors=True)
+    MUTANTS.mkdir()
+    globs = [glob for area in AREAS for glob in area.functions]
+    print(
+        f"mutmut: {len(globs)} function globs in {len(AREAS)} areas (log: {LOG.relative_to(ROOT)})"
+    )
+    with LOG.open("w") as log:
+        run = subprocess.run(
+            [str(PYTHON.parent / "mutmut"), "run", *globs],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
+    if run.returncode != 0:
+        print(LOG.read_text()[-4000:])
+        print(f"mutmut run failed (exit {run.returncode}); its output is in {LOG}")
+        return 1
+    constants = constant_mutants()
+    print(f"constants: {len(constants)} mutants of module-level sets and patterns")
+    constant_codes = run_constant_mutants(constants)
+    elapsed = time.monotonic() - started
+
+    equivalent = judged_equivalent()
+    made: set[str] = set()
+    failed = False
+    unjudged: list[str] = []
+    print(f"\n{'area':<20} {'killed/total':>13} {'score':>7}   survivors (judged equivalent)")
+    for area in AREAS:
+        codes = mutmut_exit_codes(area)
+        codes.update((m.name, constant_codes[m.name]) for m in constants if m.area is area)
+        made |= set(codes)
+        unrun = [name for name, code in codes.items() if code is None]
+        if unrun:
+            print(f"{area.name}: {len(unrun)} mutants were not run, e.g. {unrun[0]}")
+            failed = True
+        killed = sum(code in KILLED for code in codes.values())
+        lost = sorted(name for name, code in codes.items() if code in SURVIVED)
+        judged = [name for name in lost if name in equivalent]
+        unjudged += [name for name in lost if name not in equivalent]
+        total = len(codes)
+        score = 100.0 * killed / total if total else 0.0
+        failed |= score < THRESHOLD
+        print(
+            f"{area.name:<20} {killed:>6}/{total:<6} {score:>6.1f}%   {len(lost)} ({len(judged)})"
+        )
+    if unjudged:
+        failed = True
+        print("\nSurvivors not judged yet (`.venv/bin/mutmut show NAME` shows a mutmut mutant):")
+        for name in unjudged:
+            print(f"  {name}")
+    stale = sorted(equivalent - {name for name in made if codes_survived(name, constant_codes)})
+    if stale:
+        print("\nListed in equivalent.md but not a survivor now (killed, or renumbered):")
+        for name in stale:
+            print(f"  {name}")
+    print(f"\n`make mutate` took {elapsed:.0f} s")
+    return 1 if failed else 0
+
+
+def codes_survived(name: str, constant_codes: dict[str, int]) -> bool:
+    if name in constant_codes:
+        return constant_codes[name] in SURVIVED
+    return any(mutmut_exit_codes(area).get(name, -1) in SURVIVED for area in AREAS)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
