@@ -174,6 +174,7 @@ class ZipkinTransport(TransportABC):
             _require_type(name, count, int, "a whole number")
         if gzip_threshold is not None:
             _require_type("gzip_threshold", gzip_threshold, int, "a whole number or None")
+        _require_type("gzip_level", gzip_level, int, "a whole number from 1 to 9")
         for name, seconds in (
             ("send_interval", send_interval),
             ("send_timeout", send_timeout),
@@ -188,9 +189,7 @@ class ZipkinTransport(TransportABC):
         _require(send_timeout > 0, "send_timeout must be > 0")
         _require(close_timeout >= 0, "close_timeout must be >= 0")
         _require(gzip_threshold is None or gzip_threshold >= 0, "gzip_threshold must be >= 0")
-        _require(
-            type(gzip_level) is int and 1 <= gzip_level <= 9, "gzip_level must be an int, 1..9"
-        )
+        _require(1 <= gzip_level <= 9, f"gzip_level must be from 1 to 9, not {gzip_level!r}")
         _require(0 < retry_delay <= retry_max_delay, "need 0 < retry_delay <= retry_max_delay")
 
         self._address = url
