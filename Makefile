@@ -12,7 +12,7 @@ help:
 	@echo "make example   - send one traced request to a local server and print its span"
 	@echo "make zipkin-up / zipkin-down - start/stop Zipkin and the example services in Docker"
 	@echo "make bench     - tracing overhead vs aiozipkin and OpenTelemetry (BENCH_ARGS=--quick for a smoke run)"
-	@echo "make mutate    - mutation testing of B3, URL redaction and sampling: score per area (~2.5 min)"
+	@echo "make mutate    - mutation testing of B3, URL and error redaction, parent validation and sampling (~3 min)"
 	@echo "make clean     - remove the virtual environment and caches"
 
 $(STAMP): pyproject.toml setup.py requirements-dev.txt
