@@ -10,7 +10,6 @@ here (or in a user's parser) never changes what the request returns or raises.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import re
@@ -28,6 +27,7 @@ from aiozipkin.utils import generate_random_128bit_string
 from multidict import CIMultiDictProxy, MutableMultiMapping
 from yarl import URL
 
+from ._compat import closed_future, is_connected, sent_bytes
 from ._context import current_context, to_context
 from ._spans import Remote, SpanSink, by_timestamp, remote_endpoint, span_id
 from ._state import Hop, RequestState, TraceConfigContext
@@ -216,8 +216,9 @@ class ClientTracing:
     ) -> None:
         # Runs in aiohttp's body-writer task, which may outlive the response headers.
         hop = live_hop(ctx.state)
-        if hop is not None:
-            hop.body_chunk(len(params.chunk), time())
+        size = sent_bytes(params.chunk)
+        if hop is not None and size:
+            hop.body_chunk(size, time())
 
     @_signal
     def on_response_chunk_received(
@@ -399,23 +400,29 @@ class ClientTracing:
             return
         connection = response.connection
         protocol = connection.protocol if connection is not None else None
-        lost: asyncio.Future[None] | None = getattr(protocol, "closed", None)
-
-        status, headers = response.status, response.headers
+        if connection is None or protocol is None:
+            self._end_body(state, hop, response, RESPONSE_RELEASED)
+            return
+        lost = closed_future(protocol)
         # The callbacks keep the status, headers and body stream, never the response itself, so
         # a response the caller drops can still be collected (and release its connection).
+        ended = (response.status, response.headers, content)
 
         def on_eof() -> None:
-            self._end_body(state, hop, (status, headers, content), None)
+            self._end_body(state, hop, ended, None)
 
         def on_release() -> None:
             # aiohttp releases the connection from its own end-of-body callback, which runs
             # before ours: a release at EOF is the body completing, not the caller letting go.
-            early = None if content.is_eof() else RESPONSE_RELEASED
-            self._end_body(state, hop, (status, headers, content), early)
+            if content.is_eof():
+                self._end_body(state, hop, ended, None)
+                return
+            # Where aiohttp cannot tell us when a connection closes, this is where we learn it.
+            early = RESPONSE_RELEASED if is_connected(protocol) else CONNECTION_LOST
+            self._end_body(state, hop, ended, early)
 
         def on_lost(_: object) -> None:
-            self._end_body(state, hop, (status, headers, content), CONNECTION_LOST)
+            self._end_body(state, hop, ended, CONNECTION_LOST)
 
         def unwatch() -> None:
             # A keep-alive connection outlives this request: leave nothing behind on it.
@@ -423,13 +430,8 @@ class ClientTracing:
                 lost.remove_done_callback(on_lost)
 
         hop.unwatch = unwatch
-        if connection is None:
-            self._end_body(state, hop, response, RESPONSE_RELEASED)
-            return
-        if isinstance(lost, asyncio.Future) and not lost.done():
+        if lost is not None:
             lost.add_done_callback(on_lost)
-        else:
-            lost = None
         connection.add_callback(on_release)
         content.on_eof(on_eof)
 
@@ -456,13 +458,7 @@ class ClientTracing:
             error: BaseException | None = None
             if early is not None:
                 hop.annotate(early, now)
-                failure = content.exception()
-                if failure is not None and not is_plain_release(failure):
-                    error = failure
-                elif early == CONNECTION_LOST:
-                    error = ClientConnectionError(
-                        "connection lost before the response body was complete"
-                    )
+                error = early_end_error(content.exception(), early)
             self._close_hop(hop, now, None, error, status=status, headers=headers)
             if state.hop is hop:
                 state.hop = None
@@ -589,6 +585,19 @@ def live_hop(state: RequestState | None) -> Hop | None:
 def is_plain_release(exc: BaseException) -> bool:
     """True for the marker aiohttp puts on a body the caller released before reading it."""
     return type(exc) is ClientConnectionError and str(exc) == "Connection closed"
+
+
+def early_end_error(stream_error: BaseException | None, early: str) -> BaseException | None:
+    """The ``error`` of a body that ended before it was complete; None for a plain release.
+
+    The body stream's own failure (peer reset, read timeout), else for a lost connection, a
+    connection error.
+    """
+    if stream_error is not None and not is_plain_release(stream_error):
+        return stream_error
+    if early == CONNECTION_LOST:
+        return ClientConnectionError("connection lost before the response body was complete")
+    return None
 
 
 def read_trace_request_ctx(value: object) -> tuple[TraceContext | None, bool]:
