@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import sys
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from time import time
@@ -419,7 +420,7 @@ class ClientTracing:
                 return
             # Where aiohttp cannot tell us when a connection closes, this is where we learn it.
             early = RESPONSE_RELEASED if is_connected(protocol) else CONNECTION_LOST
-            self._end_body(state, hop, ended, early)
+            self._end_body(state, hop, ended, early, interrupted_by())
 
         def on_lost(_: object) -> None:
             self._end_body(state, hop, ended, CONNECTION_LOST)
@@ -441,8 +442,12 @@ class ClientTracing:
         hop: Hop,
         response: ClientResponse | tuple[int, CIMultiDictProxy[str], aiohttp.StreamReader],
         early: str | None,
+        cause: BaseException | None = None,
     ) -> None:
-        """The response is over: the body ended, or it never will (released, lost)."""
+        """The response is over: the body ended, or it never will (released, lost).
+
+        ``cause`` is the exception that stopped the caller reading the body, if one did.
+        """
         if hop.closed:
             return
         if isinstance(response, ClientResponse):
@@ -458,7 +463,7 @@ class ClientTracing:
             error: BaseException | None = None
             if early is not None:
                 hop.annotate(early, now)
-                error = early_end_error(content.exception(), early)
+                error = early_end_error(content.exception(), cause, early)
             self._close_hop(hop, now, None, error, status=status, headers=headers)
             if state.hop is hop:
                 state.hop = None
@@ -587,14 +592,31 @@ def is_plain_release(exc: BaseException) -> bool:
     return type(exc) is ClientConnectionError and str(exc) == "Connection closed"
 
 
-def early_end_error(stream_error: BaseException | None, early: str) -> BaseException | None:
+def interrupted_by() -> BaseException | None:
+    """The exception propagating through the caller as it lets go of an unfinished body.
+
+    aiohttp releases the connection synchronously, in the caller's task: from ``read()``'s
+    failure handler (which closes the response and re-raises), or from ``async with``'s exit
+    or a ``finally`` while an exception unwinds. There the exception being handled is why the
+    body stopped: a timeout, a cancellation, a failed read. A deliberate release has none.
+    ``GeneratorExit`` is a generator being closed, which is letting go on purpose.
+    """
+    exc = sys.exc_info()[1]
+    return None if isinstance(exc, GeneratorExit) else exc
+
+
+def early_end_error(
+    stream_error: BaseException | None, cause: BaseException | None, early: str
+) -> BaseException | None:
     """The ``error`` of a body that ended before it was complete; None for a plain release.
 
-    The body stream's own failure (peer reset, read timeout), else for a lost connection, a
-    connection error.
+    In order: the body stream's own failure (peer reset, read timeout), what stopped the
+    caller's read (``cause``), and for a lost connection with neither, a connection error.
     """
     if stream_error is not None and not is_plain_release(stream_error):
         return stream_error
+    if cause is not None:
+        return cause
     if early == CONNECTION_LOST:
         return ClientConnectionError("connection lost before the response body was complete")
     return None
