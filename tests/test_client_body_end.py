@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from yarl import URL
 
 from tests.kit.recorder import SpanRecorder
@@ -151,3 +152,32 @@ async def test_an_async_generator_closed_early_is_a_plain_release(
     span = recorder.take_one()
     assert values(span)[-1] == "response.released"
     assert "error" not in span["tags"]
+
+
+async def test_server_resetting_mid_body_is_a_lost_connection(
+    session: aiohttp.ClientSession, recorder: SpanRecorder
+) -> None:
+    async def half_then_reset(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.content_length = len(FIRST) + len(REST)
+        await response.prepare(request)
+        await response.write(FIRST)
+        assert request.transport is not None
+        request.transport.close()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/reset", half_then_reset)
+    async with start_app(app) as url:
+
+        async def fetch() -> bytes:
+            async with session.get(url / "reset") as resp:
+                return await resp.read()
+
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await fetch()
+
+    span = recorder.take_one()
+    assert values(span)[-1] == "connection.lost"
+    assert span["tags"]["http.status_code"] == "200"
+    assert span["tags"]["error"].startswith("ClientPayloadError: Response payload is not complete")
