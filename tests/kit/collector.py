@@ -98,6 +98,8 @@ class Collector:
         #: Why each invalid body was refused; a test should end with this empty.
         self.invalid: list[str] = []
         self._runner: web.AppRunner | None = None
+        #: SLOW requests being held right now.
+        self._held: list[web.Request] = []
         self._changed = asyncio.Condition()
         self._release = asyncio.Event()
 
@@ -154,6 +156,10 @@ class Collector:
         """Until ``count`` POST bodies were read (SLOW ones are then being held)."""
         await self._wait(lambda: self.arrived >= count, within)
 
+    def held_abandoned(self) -> int:
+        """How many held SLOW requests the client has already given up on (closed)."""
+        return sum(1 for r in self._held if r.transport is None or r.transport.is_closing())
+
     def ping_url(self) -> URL:
         """A URL the collector always answers at once with 200 (while not DOWN)."""
         return self.url.with_path("/ping")
@@ -184,11 +190,14 @@ class Collector:
             return await self._answer(request, mode, body, spans, 400)
         if mode is Mode.SLOW:
             release = self._release
+            self._held.append(request)
             try:
                 async with asyncio.timeout(self.slow_delay):
                     await release.wait()
             except TimeoutError:
                 pass
+            finally:
+                self._held.remove(request)
             if request.transport is None or request.transport.is_closing():
                 # The client gave up: as far as it knows, nothing was delivered.
                 return await self._answer(request, mode, body, spans, None)
