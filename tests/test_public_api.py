@@ -68,7 +68,9 @@ def test_public_functions_are_fully_annotated() -> None:
 
 
 def test_py_typed_is_shipped() -> None:
+    # The package as imported: the installed wheel under `nox -s package`, else the checkout.
     package = Path(aiozipkin_client.__file__).parent
     assert (package / "py.typed").is_file()
-    pyproject = tomllib.loads((package.parent / "pyproject.toml").read_text())
+    checkout = Path(__file__).resolve().parents[1]
+    pyproject = tomllib.loads((checkout / "pyproject.toml").read_text(encoding="utf-8"))
     assert "py.typed" in pyproject["tool"]["setuptools"]["package-data"]["aiozipkin_client"]
