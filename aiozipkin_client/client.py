@@ -79,7 +79,7 @@ HostFilter = Collection[str] | Callable[[URL], bool]
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 _REMOTE_CACHE_SIZE: Final = 256
 
-#: Every client signal aiohttp 3.14 sends; ClientTracing has a method of the same name for each.
+#: Every client signal aiohttp sends (the same 16 in 3.10 to 3.14); ClientTracing has a method of the same name for each.
 SIGNALS: Final = (
     "on_request_start",
     "on_request_redirect",
@@ -739,10 +739,16 @@ def make_trace_config(
     >>> import aiohttp, aiozipkin, aiozipkin_client
     >>> async def main():                                                   # doctest: +SKIP
     ...     endpoint = aiozipkin.create_endpoint("checkout")
-    ...     async with aiozipkin.create("http://zipkin:9411/api/v2/spans", endpoint) as tracer:
+    ...     async with aiozipkin_client.create(
+    ...         "http://zipkin:9411/api/v2/spans", endpoint
+    ...     ) as tracer:
     ...         trace_config = aiozipkin_client.make_trace_config(tracer)
     ...         async with aiohttp.ClientSession(trace_configs=[trace_config]) as session:
     ...             await session.get("http://inventory.internal/items")
+
+    Any aiozipkin ``Tracer`` works; build it with :func:`aiozipkin_client.create` (a drop-in for
+    ``aiozipkin.create`` whose transport posts spec-valid spans and never lets a failing
+    collector hurt the application).
 
     Options (all keyword-only; see README for the full table):
 

@@ -6,7 +6,10 @@ import inspect
 import tomllib
 from pathlib import Path
 
+import pytest
+
 import aiozipkin_client
+from examples import simple_client
 
 EXPECTED = (
     "DEFAULT_SENSITIVE_QUERY_PARAMS",
@@ -74,3 +77,13 @@ def test_py_typed_is_shipped() -> None:
     checkout = Path(__file__).resolve().parents[1]
     pyproject = tomllib.loads((checkout / "pyproject.toml").read_text(encoding="utf-8"))
     assert "py.typed" in pyproject["tool"]["setuptools"]["package-data"]["aiozipkin_client"]
+
+
+@pytest.mark.parametrize(
+    "documented", [aiozipkin_client.make_trace_config, aiozipkin_client.setup, simple_client]
+)
+def test_docs_build_the_tracer_readme_recommends(documented: object) -> None:
+    # README's Quickstart builds the tracer with aiozipkin_client.create; so do the docstrings.
+    doc = documented.__doc__ or ""
+    assert "aiozipkin_client.create(" in doc
+    assert "aiozipkin.create(" not in doc
