@@ -79,7 +79,8 @@ HostFilter = Collection[str] | Callable[[URL], bool]
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 _REMOTE_CACHE_SIZE: Final = 256
 
-#: Every client signal aiohttp sends (the same 16 in 3.10 to 3.14); ClientTracing has a method of the same name for each.
+#: Every client signal aiohttp sends (the same 16 in 3.10 to 3.14); ClientTracing has a method
+#: of the same name for each.
 SIGNALS: Final = (
     "on_request_start",
     "on_request_redirect",
