@@ -4,15 +4,16 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install lint typecheck unit test example demo bench bench-memory mutate zipkin-up zipkin-down clean
+.PHONY: help install lint typecheck unit test matrix example demo bench bench-memory mutate zipkin-up zipkin-down clean
 
 help:
 	@echo "make test      - create $(VENV), install, then lint, mypy --strict and the tests"
+	@echo "make matrix    - the tests on Python 3.11-3.13 x aiohttp 3.10-3.14, and the built wheel (nox)"
 	@echo "make demo      - three traced services, a few requests, traces drawn here (or ZIPKIN_URL=... to report)"
 	@echo "make example   - send one traced request to a local server and print its span"
 	@echo "make zipkin-up / zipkin-down - start/stop Zipkin and the example services in Docker"
 	@echo "make bench     - tracing overhead vs aiozipkin and OpenTelemetry (BENCH_ARGS=--quick for a smoke run)"
-	@echo "make mutate    - mutation testing of B3, URL redaction and sampling: score per area (~2.5 min)"
+	@echo "make mutate    - mutation testing of B3, URL and error redaction, parent validation and sampling (~3 min)"
 	@echo "make clean     - remove the virtual environment and caches"
 
 $(STAMP): pyproject.toml setup.py requirements-dev.txt
@@ -25,8 +26,8 @@ $(STAMP): pyproject.toml setup.py requirements-dev.txt
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check aiozipkin_client tests examples bench
-	$(BIN)/ruff format --check aiozipkin_client tests examples bench
+	$(BIN)/ruff check aiozipkin_client tests examples bench noxfile.py
+	$(BIN)/ruff format --check aiozipkin_client tests examples bench noxfile.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -35,6 +36,17 @@ unit: $(STAMP)
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
+
+# The support matrix (noxfile.py): every Python x aiohttp cell, then the packaging check.
+# NOX_ARGS picks sessions, e.g. NOX_ARGS='-s "tests-3.13(aiohttp=\'3.10\')"'. pyenv keeps each
+# interpreter in its own directory: the newest patch of each minor goes first on PATH, so nox
+# finds python3.11, python3.12 and python3.13 (interpreters already on PATH do too).
+PYENV_ROOT ?= $(HOME)/.pyenv
+MATRIX_PYTHONS := 3.11 3.12 3.13
+MATRIX_PATH := $(shell for v in $(MATRIX_PYTHONS); do ls -d $(PYENV_ROOT)/versions/$$v.*/bin 2>/dev/null | sort -V | tail -n 1; done | paste -sd: -)
+
+matrix: $(STAMP)
+	PATH="$(MATRIX_PATH)$(if $(MATRIX_PATH),:)$$PATH" $(BIN)/nox $(NOX_ARGS)
 
 example: $(STAMP)
 	$(BIN)/python -m examples.simple_client
@@ -73,4 +85,4 @@ zipkin-down:
 	docker compose -f docker/docker-compose.yml down
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .nox .mypy_cache .pytest_cache .ruff_cache build dist *.egg-info

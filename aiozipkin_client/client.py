@@ -10,12 +10,12 @@ here (or in a user's parser) never changes what the request returns or raises.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import ipaddress
 import logging
 import re
 import reprlib
+import sys
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from time import time
@@ -30,7 +30,7 @@ from aiozipkin.utils import generate_random_128bit_string
 from multidict import CIMultiDict, CIMultiDictProxy, MutableMultiMapping
 from yarl import URL
 
-from ._compat import has_no_authority
+from ._compat import closed_future, has_no_authority, is_connected, sent_bytes
 from ._context import current_context, to_context
 from ._duplicates import DuplicateCheck
 from ._options import require_callable, require_collection, require_tracer
@@ -88,7 +88,8 @@ _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 _FOLLOWED_SCHEMES: Final = frozenset({"http", "https", ""})
 _REMOTE_CACHE_SIZE: Final = 256
 
-#: Every client signal aiohttp 3.14 sends; ClientTracing has a method of the same name for each.
+#: Every client signal aiohttp sends (the same 16 in 3.10 to 3.14); ClientTracing has a method
+#: of the same name for each.
 SIGNALS: Final = (
     "on_request_start",
     "on_request_redirect",
@@ -273,8 +274,9 @@ class ClientTracing:
     ) -> None:
         # Runs in aiohttp's body-writer task, which may outlive the response headers.
         hop = live_hop(ctx.state)
-        if hop is not None:
-            hop.body_chunk(len(params.chunk), time())
+        size = sent_bytes(params.chunk)
+        if hop is not None and size:
+            hop.body_chunk(size, time())
 
     @_signal
     def on_response_chunk_received(
@@ -506,23 +508,29 @@ class ClientTracing:
             return
         connection = response.connection
         protocol = connection.protocol if connection is not None else None
-        lost: asyncio.Future[None] | None = getattr(protocol, "closed", None)
-
-        status, headers = response.status, response.headers
+        if connection is None or protocol is None:
+            self._end_body(state, hop, response, RESPONSE_RELEASED)
+            return
+        lost = closed_future(protocol)
         # The callbacks keep the status, headers and body stream, never the response itself, so
         # a response the caller drops can still be collected (and release its connection).
+        ended = (response.status, response.headers, content)
 
         def on_eof() -> None:
-            self._end_body(state, hop, (status, headers, content), None)
+            self._end_body(state, hop, ended, None)
 
         def on_release() -> None:
             # aiohttp releases the connection from its own end-of-body callback, which runs
             # before ours: a release at EOF is the body completing, not the caller letting go.
-            early = None if content.is_eof() else RESPONSE_RELEASED
-            self._end_body(state, hop, (status, headers, content), early)
+            if content.is_eof():
+                self._end_body(state, hop, ended, None)
+                return
+            # Where aiohttp cannot tell us when a connection closes, this is where we learn it.
+            early = RESPONSE_RELEASED if is_connected(protocol) else CONNECTION_LOST
+            self._end_body(state, hop, ended, early, interrupted_by())
 
         def on_lost(_: object) -> None:
-            self._end_body(state, hop, (status, headers, content), CONNECTION_LOST)
+            self._end_body(state, hop, ended, CONNECTION_LOST)
 
         def unwatch() -> None:
             # A keep-alive connection outlives this request: leave nothing behind on it.
@@ -530,13 +538,8 @@ class ClientTracing:
                 lost.remove_done_callback(on_lost)
 
         hop.unwatch = unwatch
-        if connection is None:
-            self._end_body(state, hop, response, RESPONSE_RELEASED)
-            return
-        if isinstance(lost, asyncio.Future) and not lost.done():
+        if lost is not None:
             lost.add_done_callback(on_lost)
-        else:
-            lost = None
         connection.add_callback(on_release)
         content.on_eof(on_eof)
 
@@ -546,8 +549,12 @@ class ClientTracing:
         hop: Hop,
         response: ClientResponse | tuple[int, CIMultiDictProxy[str], aiohttp.StreamReader],
         early: str | None,
+        cause: BaseException | None = None,
     ) -> None:
-        """The response is over: the body ended, or it never will (released, lost)."""
+        """The response is over: the body ended, or it never will (released, lost).
+
+        ``cause`` is the exception that stopped the caller reading the body, if one did.
+        """
         if hop.closed:
             return
         if isinstance(response, ClientResponse):
@@ -563,13 +570,7 @@ class ClientTracing:
             error: BaseException | None = None
             if early is not None:
                 hop.event(early, now)
-                failure = content.exception()
-                if failure is not None and not is_plain_release(failure):
-                    error = failure
-                elif early == CONNECTION_LOST:
-                    error = ClientConnectionError(
-                        "connection lost before the response body was complete"
-                    )
+                error = early_end_error(content.exception(), cause, early)
             self._close_hop(hop, now, None, error, status=status, headers=headers)
             if state.hop is hop:
                 state.hop = None
@@ -709,6 +710,36 @@ def live_hop(state: RequestState | None) -> Hop | None:
 def is_plain_release(exc: BaseException) -> bool:
     """True for the marker aiohttp puts on a body the caller released before reading it."""
     return type(exc) is ClientConnectionError and str(exc) == "Connection closed"
+
+
+def interrupted_by() -> BaseException | None:
+    """The exception propagating through the caller as it lets go of an unfinished body.
+
+    aiohttp releases the connection synchronously, in the caller's task: from ``read()``'s
+    failure handler (which closes the response and re-raises), or from ``async with``'s exit
+    or a ``finally`` while an exception unwinds. There the exception being handled is why the
+    body stopped: a timeout, a cancellation, a failed read. A deliberate release has none.
+    ``GeneratorExit`` is a generator being closed, which is letting go on purpose.
+    """
+    exc = sys.exc_info()[1]
+    return None if isinstance(exc, GeneratorExit) else exc
+
+
+def early_end_error(
+    stream_error: BaseException | None, cause: BaseException | None, early: str
+) -> BaseException | None:
+    """The ``error`` of a body that ended before it was complete; None for a plain release.
+
+    In order: the body stream's own failure (peer reset, read timeout), what stopped the
+    caller's read (``cause``), and for a lost connection with neither, a connection error.
+    """
+    if stream_error is not None and not is_plain_release(stream_error):
+        return stream_error
+    if cause is not None:
+        return cause
+    if early == CONNECTION_LOST:
+        return ClientConnectionError("connection lost before the response body was complete")
+    return None
 
 
 def read_trace_request_ctx(value: object) -> tuple[TraceContext | None, bool]:
@@ -890,10 +921,16 @@ def make_trace_config(
     >>> import aiohttp, aiozipkin, aiozipkin_client
     >>> async def main():                                                   # doctest: +SKIP
     ...     endpoint = aiozipkin.create_endpoint("checkout")
-    ...     async with aiozipkin.create("http://zipkin:9411/api/v2/spans", endpoint) as tracer:
+    ...     async with aiozipkin_client.create(
+    ...         "http://zipkin:9411/api/v2/spans", endpoint
+    ...     ) as tracer:
     ...         trace_config = aiozipkin_client.make_trace_config(tracer)
     ...         async with aiohttp.ClientSession(trace_configs=[trace_config]) as session:
     ...             await session.get("http://inventory.internal/items")
+
+    Any aiozipkin ``Tracer`` works; build it with :func:`aiozipkin_client.create` (a drop-in for
+    ``aiozipkin.create`` whose transport posts spec-valid spans and never lets a failing
+    collector hurt the application).
 
     Options (all keyword-only; see README for the full table):
 

@@ -403,14 +403,17 @@ def setup(
     >>> import aiozipkin, aiozipkin_client
     >>> async def make_app():                                               # doctest: +SKIP
     ...     endpoint = aiozipkin.create_endpoint("checkout")
-    ...     tracer = await aiozipkin.create("http://zipkin:9411/api/v2/spans", endpoint)
+    ...     tracer = await aiozipkin_client.create("http://zipkin:9411/api/v2/spans", endpoint)
     ...     app = web.Application()
     ...     app.router.add_get("/health", health)
     ...     return aiozipkin_client.setup(app, tracer, skip_routes=["/health"])
 
     The middleware is inserted first in ``app.middlewares`` and the tracer stored in
     ``app[TRACER_KEY]``. The tracer is not closed on cleanup: whoever created it closes it
-    (``async with aiozipkin.create(...) as tracer``), as it is often shared with client sessions.
+    (``async with aiozipkin_client.create(...) as tracer``), as it is often shared with client
+    sessions. Any aiozipkin ``Tracer`` works; :func:`create` (``aiozipkin.create`` with a
+    transport that posts spec-valid spans and never lets a failing collector hurt the
+    application) is the one to build.
 
     Options (all keyword-only; see README for the full table):
 

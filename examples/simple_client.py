@@ -2,7 +2,8 @@
 
 Self-contained on purpose (this is what ``make example`` runs): it starts a tiny aiohttp server on
 127.0.0.1, sends it one request through a traced ``ClientSession``, and prints the span the tracer
-reported. A real program reports to Zipkin instead, with ``aiozipkin.create(...)``.
+reported. A real program reports to Zipkin instead, with a tracer from
+``aiozipkin_client.create(...)`` (see README's Quickstart).
 
     python examples/simple_client.py
 """

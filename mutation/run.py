@@ -16,9 +16,21 @@ equivalent (no test can tell it from the original); the judged ones are listed, 
 reason, in ``mutation/equivalent.md``. Exit status 1 when an area scores under
 :data:`THRESHOLD`, or a survivor is not judged yet.
 
-To scope in more code (the error redaction, parent validation, the span encoder): add globs to
-an area or a new :class:`Area` below, add its file to ``only_mutate`` and its test files to
-``pytest_add_cli_args_test_selection`` in pyproject.toml.
+Each mutant is counted in exactly one area (a mutant two areas' globs match stops the run).
+
+To scope in more code: add globs to an area or a new :class:`Area` below, add its file to
+``only_mutate`` and its test files to ``pytest_add_cli_args_test_selection`` in pyproject.toml.
+The span encoder is the next to join, once its reshaping on another branch settles (today
+``encode_span``, ``_SpanEncoder`` and the ``_identifier`` ... ``_tags`` helpers in
+``aiozipkin_client/reporting.py``). Add it as its own area, say ``Area("span encoding",
+<its file>, <globs naming only the encoder: "aiozipkin_client.reporting.x_encode_span*",
+"aiozipkin_client.reporting.xǁ_SpanEncoderǁ*", one per helper>, <its test files, e.g.
+tests/test_reporting_encode.py, tests/test_reporting_fast_path.py>)``, not the whole module (the
+transport's retry and buffer code would cost minutes and is another area); put its file in
+``only_mutate`` and its test files in the test selection; for its module-level tables (``_KINDS``,
+the placeholder name) add entries to :data:`CONSTANT_SETS` / :data:`CONSTANT_EDITS`. Then run
+``make mutate``, judge its survivors in ``mutation/equivalent.md`` and add its row to README's
+scores table.
 """
 
 from __future__ import annotations
@@ -47,14 +59,30 @@ PYTHON = Path(sys.executable)
 @dataclass(frozen=True)
 class Area:
     name: str
-    #: The source file (as in pyproject's only_mutate).
+    #: The file of the area's module-level constants (as in pyproject's only_mutate); its
+    #: functions may be in other files too, as the globs say.
     source: str
     #: mutmut's mangled names of the functions in scope: a function ``f`` of module ``m`` is
     #: ``m.x_f``, a method ``C.f`` is ``m.xǁCǁf``; each mutant adds ``__mutmut_<n>``.
     functions: tuple[str, ...]
     #: The test files run against this area's constant mutants.
     tests: tuple[str, ...]
+    #: Globs of mutant names that ``functions`` matches but another area counts.
+    excluded: tuple[str, ...] = ()
 
+    def counts(self, mutant: str) -> bool:
+        return any(fnmatchcase(mutant, glob) for glob in self.functions) and not any(
+            fnmatchcase(mutant, glob) for glob in self.excluded
+        )
+
+
+PARENTS = "aiozipkin_client.propagation.x_is_valid_parent*"
+ERROR_TESTS = (
+    "tests/test_error_values.py",
+    "tests/test_error_value_rules.py",
+    "tests/test_ignored_exceptions.py",
+    "tests/test_response_parser_contract.py",
+)
 
 AREAS = (
     Area(
@@ -62,16 +90,47 @@ AREAS = (
         "aiozipkin_client/propagation.py",
         ("aiozipkin_client.propagation.*",),
         ("tests/test_propagation.py", "tests/test_propagation_spec.py"),
+        excluded=(PARENTS,),
     ),
     Area(
+        # redact_url with the query values it redacts one level down (_redact_nested); the text
+        # rules both share (_mask_params, _drop_fragment, the patterns) count as error
+        # redaction, whose free text exercises every one of them.
         "URL redaction",
         "aiozipkin_client/parsers.py",
         (
             "aiozipkin_client.parsers.x_redact_url*",
             "aiozipkin_client.parsers.x_is_sensitive_param*",
+            "aiozipkin_client.parsers.x__redact_nested*",
+            "aiozipkin_client.parsers.x__query_value*",
             "aiozipkin_client.parsers.xǁHttpRequestParserǁ*",
         ),
         ("tests/test_redaction.py",),
+    ),
+    Area(
+        "error redaction",
+        "aiozipkin_client/parsers.py",
+        (
+            "aiozipkin_client.parsers.x_error_value*",
+            "aiozipkin_client.parsers.xǁErrorTaggingǁ*",
+            "aiozipkin_client.parsers.x_run_response_parser*",
+            "aiozipkin_client.parsers.x__redact_text*",
+            "aiozipkin_client.parsers.x__mask_params*",
+            "aiozipkin_client.parsers.x__drop_fragment*",
+        ),
+        ERROR_TESTS,
+    ),
+    Area(
+        # The check and where the client applies it: the fallback from an invalid explicit
+        # parent to the current span, and the warning logged once.
+        "parent validation",
+        "aiozipkin_client/propagation.py",
+        (
+            PARENTS,
+            "aiozipkin_client.client.xǁClientTracingǁ_parent*",
+            "aiozipkin_client.client.xǁClientTracingǁ_usable*",
+        ),
+        ("tests/test_client_parents.py", "tests/test_parent_validation.py"),
     ),
     Area(
         "sampling decisions",
@@ -117,6 +176,134 @@ CONSTANT_EDITS = (
     ("URL redaction", "words not split on _", 're.compile(r"[-_.]")', 're.compile(r"[-.]")'),
     ("URL redaction", "words not split on .", 're.compile(r"[-_.]")', 're.compile(r"[-_]")'),
     ("URL redaction", "mask value changed", 'REDACTED: Final = "REDACTED"', 'REDACTED: Final = ""'),
+)
+
+
+def _variants(
+    area: str, old: str, changes: dict[str, str]
+) -> tuple[tuple[str, str, str, str], ...]:
+    """:data:`CONSTANT_EDITS` entries: ``old`` changed to each value of ``changes`` (its label)."""
+    return tuple((area, label, old, new) for label, new in changes.items())
+
+
+ERRORS = "error redaction"
+# The text rules error_value applies (redact_url's nested values share the patterns). Left out
+# as equivalent, not worth a mutant: the look-behinds of _BARE_USER_INFO, _HASHED_TOKEN and
+# _PARAM_NAME (they only spare the scan from restarting inside a run of the same characters,
+# where it would fail again: linear time, same output), and U+2028/U+2029 and the C0 controls
+# that are whitespace (str.split() splits on them anyway).
+CONSTANT_EDITS += (
+    *_variants(
+        ERRORS,
+        "ERROR_MESSAGE_LIMIT: Final = 1000",
+        {
+            "message limit 999": "ERROR_MESSAGE_LIMIT: Final = 999",
+            "message limit 1001": "ERROR_MESSAGE_LIMIT: Final = 1001",
+        },
+    ),
+    *_variants(
+        ERRORS,
+        '**dict.fromkeys([*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029], " "),',
+        {
+            "C0 controls kept": '**dict.fromkeys([*range(0x7F, 0xA0), 0x2028, 0x2029], " "),',
+            "C0 controls from TAB only": (
+                '**dict.fromkeys([*range(0x09, 0x20), *range(0x7F, 0xA0), 0x2028, 0x2029], " "),'
+            ),
+            "C1 controls kept": '**dict.fromkeys([*range(0x20), 0x2028, 0x2029], " "),',
+            "DEL kept": (
+                '**dict.fromkeys([*range(0x20), *range(0x80, 0xA0), 0x2028, 0x2029], " "),'
+            ),
+            "U+009F kept": (
+                '**dict.fromkeys([*range(0x20), *range(0x7F, 0x9F), 0x2028, 0x2029], " "),'
+            ),
+            "controls removed, not spaces": (
+                "**dict.fromkeys([*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029], None),"
+            ),
+        },
+    ),
+    *_variants(
+        ERRORS,
+        "**dict.fromkeys([*range(0x202A, 0x202F), *range(0x2066, 0x206A)], None),",
+        {
+            "bidi overrides become spaces": (
+                '**dict.fromkeys([*range(0x202A, 0x202F), *range(0x2066, 0x206A)], " "),'
+            ),
+            "bidi embeddings kept": "**dict.fromkeys([*range(0x2066, 0x206A)], None),",
+            "U+202A kept": "**dict.fromkeys([*range(0x202B, 0x202F), *range(0x2066, 0x206A)], None),",
+            "U+202E kept": "**dict.fromkeys([*range(0x202A, 0x202E), *range(0x2066, 0x206A)], None),",
+            "bidi isolates kept": "**dict.fromkeys([*range(0x202A, 0x202F)], None),",
+            "U+2069 kept": "**dict.fromkeys([*range(0x202A, 0x202F), *range(0x2066, 0x2069)], None),",
+        },
+    ),
+    *_variants(
+        ERRORS,
+        '_STOP: Final = r"\\s\\"\'<>`"',
+        {
+            f"tokens do not stop at {what}": '_STOP: Final = r"' + rest + '"'
+            for what, rest in {
+                "blanks": "\\\"'<>`",
+                "double quotes": "\\s'<>`",
+                "single quotes": '\\s\\"<>`',
+                "<": "\\s\\\"'>`",
+                ">": "\\s\\\"'<`",
+                "backquotes": "\\s\\\"'<>",
+            }.items()
+        },
+    ),
+    *_variants(
+        ERRORS,
+        'rf"//(?:[^/?#@{_STOP}]*+@)++"',
+        {
+            "user info runs past /": 'rf"//(?:[^?#@{_STOP}]*+@)++"',
+            "user info runs past ?": 'rf"//(?:[^/#@{_STOP}]*+@)++"',
+            "user info runs past #": 'rf"//(?:[^/?@{_STOP}]*+@)++"',
+            "user info runs past a token's end": 'rf"//(?:[^/?#@]*+@)++"',
+            "user info up to the first @ only": 'rf"//(?:[^/?#@{_STOP}]*+@)"',
+        },
+    ),
+    *_variants(
+        ERRORS,
+        "[\\w.~%!$*+-]++:(?:[^/?#@{_STOP}]*+@)++",
+        {
+            "bare user info without a password": "[\\w.~%!$*+-]++:?(?:[^/?#@{_STOP}]*+@)++",
+            "bare user info runs past /": "[\\w.~%!$*+-]++:(?:[^?#@{_STOP}]*+@)++",
+        },
+    ),
+    *_variants(
+        ERRORS,
+        '_CLOSING: Final = ")]},.;:"',
+        {
+            f"{char!r} is not closing": '_CLOSING: Final = "' + ")]},.;:".replace(char, "") + '"'
+            for char in ")]},.;:"
+        },
+    ),
+    *_variants(
+        ERRORS,
+        'rf"(?<![^{_STOP}])([^#{_STOP}]*+)#[^{_STOP}]*+"',
+        {
+            "fragment ends at a second #": 'rf"(?<![^{_STOP}])([^#{_STOP}]*+)#[^#{_STOP}]*+"',
+            "hashed token may hold # before its #": (
+                'rf"(?<![^{_STOP}])([^{_STOP}]*+)#[^{_STOP}]*+"'
+            ),
+        },
+    ),
+    *_variants(
+        ERRORS,
+        "([\\w.%~+-]++)=",
+        {
+            f"parameter names stop at {char!r}": "([" + "\\w.%~+-".replace(char, "") + "]++)="
+            for char in ".%~+-"
+        },
+    ),
+    *_variants(
+        ERRORS,
+        'rf"[^&#{_STOP}]*+"',
+        {
+            "values run past &": 'rf"[^#{_STOP}]*+"',
+            "values run past #": 'rf"[^&{_STOP}]*+"',
+            "values run past a token's end": 'rf"[^&#]*+"',
+        },
+    ),
 )
 
 #: pytest exit codes as mutmut records them: a failing test (1), a pytest error (3), a time-out
@@ -241,13 +428,16 @@ def judged_equivalent() -> set[str]:
 
 
 def mutmut_exit_codes(area: Area) -> dict[str, int | None]:
-    meta = json.loads((MUTANTS / f"{area.source}.meta").read_text())
-    codes: dict[str, int | None] = meta["exit_code_by_key"]
-    return {
-        name: code
-        for name, code in codes.items()
-        if any(fnmatchcase(name, pattern) for pattern in area.functions)
-    }
+    """mutmut's result for each of ``area``'s mutants, from every mutated file."""
+    codes: dict[str, int | None] = {}
+    for meta in sorted(MUTANTS.glob("**/*.py.meta")):
+        codes.update(json.loads(meta.read_text())["exit_code_by_key"])
+    counted = {name: code for name, code in codes.items() if area.counts(name)}
+    for other in AREAS:
+        twice = next((name for name in counted if other is not area and other.counts(name)), None)
+        if twice is not None:
+            raise SystemExit(f"{twice} is counted in {area.name!r} and {other.name!r}")
+    return counted
 
 
 def main() -> int:

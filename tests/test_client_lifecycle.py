@@ -22,6 +22,7 @@ from aiozipkin.tracer import Tracer
 from yarl import URL
 
 import aiozipkin_client
+from aiozipkin_client._compat import SIGNALS_CLOSE
 from aiozipkin_client._state import Hop, RequestState
 from tests.kit.recorder import SpanRecorder
 from tests.kit.servers import Backend, refused_url, start_app
@@ -343,8 +344,20 @@ async def test_body_released_unread_ends_the_span(
     assert span["tags"]["http.status_code"] == "200"
 
 
+# Dropping a response without releasing it is a bug aiohttp warns about (ResourceWarning, from
+# a finaliser): expected here, where it is the point.
+DROPPED = pytest.param(
+    "drop",
+    marks=[
+        pytest.mark.filterwarnings("ignore:Unclosed connection:ResourceWarning"),
+        pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+    ],
+)
+
+
+@pytest.mark.parametrize("then", ["release", DROPPED])
 async def test_unread_body_span_ends_when_the_session_closes(
-    tracer: Tracer, recorder: SpanRecorder
+    tracer: Tracer, recorder: SpanRecorder, then: str
 ) -> None:
     gate = asyncio.Event()
     async with start_app(gated_body_app(gate, b"a" * 10, b"b" * 10)) as url:
@@ -354,8 +367,16 @@ async def test_unread_body_span_ends_when_the_session_closes(
         recorder.expect_none()
         await session.close()
         gate.set()
-        await recorder.wait_for(1)
-        resp.release()
+        if SIGNALS_CLOSE:
+            # aiohttp 3.12+ says when a connection closes: the span ends then.
+            await recorder.wait_for(1)
+        # Before 3.12 nothing says so; the span ends when the response is let go of, and that
+        # is when the closed connection is noticed.
+        if then == "release":
+            resp.release()
+        else:
+            del resp
+            gc.collect()
 
     span = recorder.take_one()
     assert values(span)[-1] == "connection.lost"

@@ -6,7 +6,10 @@ import inspect
 import tomllib
 from pathlib import Path
 
+import pytest
+
 import aiozipkin_client
+from examples import simple_client
 
 EXPECTED = (
     "DEFAULT_SENSITIVE_QUERY_PARAMS",
@@ -68,7 +71,19 @@ def test_public_functions_are_fully_annotated() -> None:
 
 
 def test_py_typed_is_shipped() -> None:
+    # The package as imported: the installed wheel under `nox -s package`, else the checkout.
     package = Path(aiozipkin_client.__file__).parent
     assert (package / "py.typed").is_file()
-    pyproject = tomllib.loads((package.parent / "pyproject.toml").read_text())
+    checkout = Path(__file__).resolve().parents[1]
+    pyproject = tomllib.loads((checkout / "pyproject.toml").read_text(encoding="utf-8"))
     assert "py.typed" in pyproject["tool"]["setuptools"]["package-data"]["aiozipkin_client"]
+
+
+@pytest.mark.parametrize(
+    "documented", [aiozipkin_client.make_trace_config, aiozipkin_client.setup, simple_client]
+)
+def test_docs_build_the_tracer_readme_recommends(documented: object) -> None:
+    # README's Quickstart builds the tracer with aiozipkin_client.create; so do the docstrings.
+    doc = documented.__doc__ or ""
+    assert "aiozipkin_client.create(" in doc
+    assert "aiozipkin.create(" not in doc

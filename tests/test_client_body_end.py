@@ -1,0 +1,183 @@
+"""How a span ends when the response body does not: the caller's read failed, timed out or was
+cancelled (an ``error``), or the caller let go on purpose (a plain ``response.released``).
+
+Every test reads from a real server on 127.0.0.1 that sends the headers and the first part of
+the body, then holds the rest until the test opens its gate: the read is certain to be cut off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from yarl import URL
+
+from tests.kit.recorder import SpanRecorder
+from tests.kit.servers import start_app
+from tests.kit.signals import gated_body_app
+
+FIRST = b"a" * 10
+REST = b"b" * 10
+
+
+def values(span: dict[str, Any]) -> list[str]:
+    return [a["value"] for a in span.get("annotations", [])]
+
+
+@pytest.fixture
+async def slow_body() -> AsyncIterator[URL]:
+    """``/body`` sends its headers and 10 bytes, then the rest only at the end of the test."""
+    gate = asyncio.Event()
+    async with start_app(gated_body_app(gate, FIRST, REST)) as url:
+        yield url / "body"
+        gate.set()
+
+
+@pytest.fixture
+async def session(make_session: Any) -> aiohttp.ClientSession:
+    s: aiohttp.ClientSession = make_session()
+    return s
+
+
+def assert_cut_off(span: dict[str, Any], error: str) -> None:
+    """The span of a body that stopped early: status kept, ended at the release, with error."""
+    assert values(span)[-1] == "response.released"
+    assert span["tags"]["http.status_code"] == "200"
+    assert span["tags"]["http.response.size"] == str(len(FIRST))
+    assert span["tags"]["error"] == error
+
+
+async def test_total_timeout_while_reading_the_body(
+    session: aiohttp.ClientSession, slow_body: URL, recorder: SpanRecorder
+) -> None:
+    timeout = aiohttp.ClientTimeout(total=0.15)
+    with pytest.raises(asyncio.TimeoutError):
+        async with session.get(slow_body, timeout=timeout) as resp:
+            await resp.read()
+
+    assert_cut_off(recorder.take_one(), "TimeoutError")
+
+
+async def test_total_timeout_while_streaming_the_body(
+    session: aiohttp.ClientSession, slow_body: URL, recorder: SpanRecorder
+) -> None:
+    received: list[bytes] = []
+
+    async def stream() -> None:
+        async with session.get(slow_body, timeout=aiohttp.ClientTimeout(total=0.15)) as resp:
+            async for chunk in resp.content.iter_any():
+                received.append(chunk)
+
+    with pytest.raises(asyncio.TimeoutError):
+        await stream()
+
+    assert b"".join(received) == FIRST
+    assert_cut_off(recorder.take_one(), "TimeoutError")
+
+
+async def test_asyncio_timeout_while_reading_the_body(
+    session: aiohttp.ClientSession, slow_body: URL, recorder: SpanRecorder
+) -> None:
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.15), session.get(slow_body) as resp:
+            await resp.read()
+
+    # asyncio.timeout cancels the read and turns the cancellation into TimeoutError only as it
+    # leaves its block, after aiohttp released the body: the span sees the cancellation.
+    assert_cut_off(recorder.take_one(), "CancelledError")
+
+
+async def test_cancelled_while_reading_the_body(
+    session: aiohttp.ClientSession, slow_body: URL, recorder: SpanRecorder
+) -> None:
+    reading = asyncio.Event()
+
+    async def fetch() -> bytes:
+        async with session.get(slow_body) as resp:
+            reading.set()  # no await between this and read(): the task is in read() next
+            return await resp.read()
+
+    task = asyncio.create_task(fetch())
+    await asyncio.wait_for(reading.wait(), 5)
+    recorder.expect_none()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert_cut_off(recorder.take_one(), "CancelledError")
+
+
+async def test_an_error_in_the_block_cuts_the_body_off(
+    session: aiohttp.ClientSession, slow_body: URL, recorder: SpanRecorder
+) -> None:
+    async def check() -> None:
+        async with session.get(slow_body) as resp:
+            assert await resp.content.readexactly(len(FIRST)) == FIRST
+            raise ValueError("not what we wanted")
+
+    with pytest.raises(ValueError, match="not what we wanted"):
+        await check()
+
+    assert_cut_off(recorder.take_one(), "ValueError: not what we wanted")
+
+
+async def test_leaving_the_block_with_the_body_unread_is_a_plain_release(
+    session: aiohttp.ClientSession, slow_body: URL, recorder: SpanRecorder
+) -> None:
+    async with session.get(slow_body) as resp:
+        assert await resp.content.readexactly(len(FIRST)) == FIRST
+
+    span = recorder.take_one()
+    assert values(span)[-1] == "response.released"
+    assert span["tags"]["http.status_code"] == "200"
+    assert "error" not in span["tags"]
+
+
+async def test_an_async_generator_closed_early_is_a_plain_release(
+    session: aiohttp.ClientSession, slow_body: URL, recorder: SpanRecorder
+) -> None:
+    async def chunks() -> AsyncGenerator[bytes]:
+        async with session.get(slow_body) as resp:
+            async for chunk in resp.content.iter_any():
+                yield chunk
+
+    stream = chunks()
+    assert await anext(stream) == FIRST
+    await stream.aclose()  # GeneratorExit leaves the block: the consumer is done, not failing
+
+    span = recorder.take_one()
+    assert values(span)[-1] == "response.released"
+    assert "error" not in span["tags"]
+
+
+async def test_server_resetting_mid_body_is_a_lost_connection(
+    session: aiohttp.ClientSession, recorder: SpanRecorder
+) -> None:
+    async def half_then_reset(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.content_length = len(FIRST) + len(REST)
+        await response.prepare(request)
+        await response.write(FIRST)
+        assert request.transport is not None
+        request.transport.close()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/reset", half_then_reset)
+    async with start_app(app) as url:
+
+        async def fetch() -> bytes:
+            async with session.get(url / "reset") as resp:
+                return await resp.read()
+
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await fetch()
+
+    span = recorder.take_one()
+    assert values(span)[-1] == "connection.lost"
+    assert span["tags"]["http.status_code"] == "200"
+    assert span["tags"]["error"].startswith("ClientPayloadError: Response payload is not complete")
