@@ -169,7 +169,8 @@ class ZipkinTransport(TransportABC):
             raise ValueError(f"zipkin address must be an absolute http(s) URL, got {address!r}")
         if url.path in ("", "/"):
             # Zipkin's own address, as in its UI links: spans go to its v2 endpoint.
-            url = url.with_path(_SPANS_PATH, keep_query=True)
+            # (with_path drops the query; yarl 1.12, our oldest, has no keep_query option.)
+            url = url.with_path(_SPANS_PATH).with_query(url.query)
         for name, count in (("batch_size", batch_size), ("max_queue_size", max_queue_size)):
             _require_type(name, count, int, "a whole number")
         if gzip_threshold is not None:
