@@ -73,6 +73,7 @@ from .parsers import (
     tag_status,
 )
 from .propagation import B3Format, inject, is_valid_parent, remove_b3_headers
+from .reporting._model import span_name
 from .sampling import RequestSampler, decide
 
 __all__ = ("make_trace_config",)
@@ -469,8 +470,10 @@ class ClientTracing:
             parser = self._settings.request_parser
             try:
                 if type(parser) is HttpRequestParser:
-                    # Ours, not a subclass: it needs no RequestView.
-                    parser.parse(method, url, hop)
+                    # Ours, not a subclass: it needs no RequestView, and its name and tags are
+                    # strings the customizer would take as they are.
+                    hop.span_name = span_name(method)
+                    hop.tags.update(parser.tags(method, url))
                 else:
                     parser(hop.request, hop)
             except Exception:

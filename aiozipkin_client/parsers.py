@@ -165,9 +165,16 @@ class HttpRequestParser:
     def parse(self, method: str, url: URL, span: SpanCustomizer) -> None:
         """What calling the parser does, from the method and URL alone (no view needed)."""
         span.name(method.lower())
-        span.tag(HTTP_METHOD, method.upper())
-        span.tag(HTTP_PATH, url.path or "/")
-        span.tag(HTTP_URL, str(redact_url(url, self._sensitive)))
+        for key, value in self.tags(method, url):
+            span.tag(key, value)
+
+    def tags(self, method: str, url: URL) -> tuple[tuple[str, str], ...]:
+        """The tags this parser sets, as (key, value) pairs of non-empty strings."""
+        return (
+            (HTTP_METHOD, method.upper()),
+            (HTTP_PATH, url.path or "/"),
+            (HTTP_URL, str(redact_url(url, self._sensitive))),
+        )
 
 
 #: The request parser :func:`~aiozipkin_client.make_trace_config` uses unless told otherwise.
