@@ -5,19 +5,19 @@ Two of our trace configs on one ``ClientSession`` (or ours beside aiozipkin's ow
 aiozipkin's handler adds ``X-B3-Flags: 0`` when it runs after ours. Nothing fails, so nobody
 notices; this says so once.
 
-How it tells: every one of our trace configs has a :class:`DuplicateCheck` receiver on
-``on_request_start``, and aiozipkin's config has its ``ZipkinClientSignals.on_request_start``
-there. On the first request of a session, the first of our configs in
-``session.trace_configs`` looks at the receivers of all of them. A session's configs are fixed
-when it is created, so one look per session is enough; later requests cost one weak-reference
-comparison.
+How it tells: each of our configs' handlers carry a :class:`DuplicateCheck` (as their
+``duplicate_check`` attribute) that our ``on_request_start`` calls first, and aiozipkin's config
+has its ``ZipkinClientSignals.on_request_start`` there. On the first request of a session, the
+first of our configs in ``session.trace_configs`` looks at the receivers of all of them. A
+session's configs are fixed when it is created, so one look per session is enough; later
+requests cost one weak-reference comparison, inside the handler we run anyway (no receiver of
+its own for aiohttp to await on every request).
 """
 
 from __future__ import annotations
 
 import logging
 import weakref
-from types import SimpleNamespace
 
 import aiohttp
 from aiozipkin.aiohttp_helpers import ZipkinClientSignals
@@ -28,19 +28,15 @@ log = logging.getLogger("aiozipkin_client")
 
 
 class DuplicateCheck:
-    """The ``on_request_start`` receiver of one trace config that looks for its duplicates."""
+    """Looks, for one trace config, for other tracing configs on the sessions it serves."""
 
     def __init__(self) -> None:
         # Sessions already looked at; weak, so a closed session is not kept alive by a config.
         self._seen: weakref.WeakSet[aiohttp.ClientSession] = weakref.WeakSet()
         self._last: weakref.ref[aiohttp.ClientSession] | None = None
 
-    async def on_request_start(
-        self,
-        session: aiohttp.ClientSession,
-        ctx: SimpleNamespace,
-        params: aiohttp.TraceRequestStartParams,
-    ) -> None:
+    def check(self, session: aiohttp.ClientSession) -> None:
+        """Look at ``session``'s trace configs on its first request; never raises."""
         last = self._last
         if last is not None and last() is session:
             return
@@ -59,8 +55,9 @@ class DuplicateCheck:
         for config in session.trace_configs:
             for receiver in config.on_request_start:
                 owner = getattr(receiver, "__self__", None)
-                if isinstance(owner, DuplicateCheck):
-                    ours.append(owner)
+                check = getattr(owner, "duplicate_check", None)
+                if isinstance(check, DuplicateCheck):
+                    ours.append(check)
                 elif isinstance(owner, ZipkinClientSignals):
                     theirs += 1
         if not ours or ours[0] is not self:

@@ -2,11 +2,12 @@
 
 Our instrumentation collects a span's data while the work runs and reports it only when it is
 over, so aiozipkin's live ``Span`` (and the tracer's table of unfinished spans it fills) adds
-nothing. :class:`SpanSink` writes what a ``Span`` would have written:
+nothing. :class:`SpanSink` hands over what a ``Span`` would have written:
 
-* to our own :class:`~aiozipkin_client.reporting.ZipkinTransport`, the values themselves (it
-  encodes them without a ``Record``; it declines anything that is not a plain string, and then
-  gets the ``Record``);
+* to our own :class:`~aiozipkin_client.reporting.ZipkinTransport`, a
+  :class:`~aiozipkin_client.reporting._model.Span` built from the values directly: they are valid
+  by construction (ids generated or checked where they arrived, names and tags coerced by the
+  span customizer, endpoints checked once), so nothing is checked again;
 * to any other transport (aiozipkin's, a user's, a test recorder), an aiozipkin ``Record`` built
   with its own methods and handed over by ``Tracer._send``, which is what ``Span.finish()`` does.
 
@@ -16,21 +17,19 @@ Timestamps are converted exactly as aiozipkin's ``make_timestamp()`` does.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping, Sequence
-from operator import itemgetter
+from collections.abc import Sequence
 from random import getrandbits
-from typing import Final, NamedTuple
+from typing import NamedTuple
 
 from aiozipkin.helpers import Endpoint, TraceContext
 from aiozipkin.record import Record
 from aiozipkin.tracer import Tracer
 
 from .reporting import ZipkinTransport
+from .reporting._model import Endpoint as SpanEndpoint
+from .reporting._model import Span, annotations_of, endpoint
 
-__all__ = ("Remote", "SpanSink", "by_timestamp", "micros", "remote_endpoint", "span_id")
-
-#: The sort key of (timestamp, value) annotations (in C, unlike a lambda).
-by_timestamp: Final = itemgetter(0)
+__all__ = ("Remote", "SpanSink", "micros", "remote_endpoint", "span_id")
 
 
 def span_id() -> str:
@@ -43,16 +42,11 @@ def micros(seconds: float) -> int:
     return int(seconds * 1000 * 1000)
 
 
-def _fields(endpoint: Endpoint) -> dict[str, str | int]:
-    # What Record keeps of an Endpoint: its fields that are not None.
-    return {name: value for name, value in endpoint._asdict().items() if value is not None}
-
-
 class Remote(NamedTuple):
-    """A remote endpoint, and the fields a ``Record`` keeps of it."""
+    """A remote endpoint, as aiozipkin's ``Endpoint`` and as our checked span endpoint."""
 
     endpoint: Endpoint
-    fields: dict[str, str | int]
+    checked: SpanEndpoint | None
 
 
 def remote_endpoint(service: str | None, host: str | None, port: int | None) -> Remote | None:
@@ -75,22 +69,21 @@ def remote_endpoint(service: str | None, host: str | None, port: int | None) -> 
             else:
                 ipv6 = str(address)
     if service or ipv4 or ipv6 or port:
-        endpoint = Endpoint(service, ipv4, ipv6, port)
-        return Remote(endpoint, _fields(endpoint))
+        return Remote(Endpoint(service, ipv4, ipv6, port), endpoint(service, ipv4, ipv6, port))
     return None
 
 
 class SpanSink:
     """Reports finished spans of one tracer."""
 
-    __slots__ = ("_direct", "_local_endpoint", "_local_fields", "_tracer")
+    __slots__ = ("_direct", "_local", "_local_endpoint", "_tracer")
 
     def __init__(self, tracer: Tracer) -> None:
         self._tracer = tracer
         # aiozipkin keeps these private, but they are the tracer's own: its service and where
-        # its spans go.
-        self._local_endpoint = tracer._local_endpoint
-        self._local_fields = _fields(tracer._local_endpoint)
+        # its spans go. The local endpoint is checked here, once, for every span to come.
+        local = self._local_endpoint = tracer._local_endpoint
+        self._local = endpoint(local.serviceName, local.ipv4, local.ipv6, local.port)
         transport = tracer._transport
         self._direct = transport if isinstance(transport, ZipkinTransport) else None
 
@@ -101,25 +94,34 @@ class SpanSink:
         name: str | None,
         start: float,
         end: float,
-        tags: Mapping[str, str],
+        tags: dict[str, str],
         annotations: Sequence[tuple[float, str]],
         remote: Remote | None,
     ) -> None:
-        """Report one finished span; ``annotations`` are ``(epoch seconds, value)`` in order."""
+        """Report one finished span; ``annotations`` are ``(epoch seconds, value)``, any order.
+
+        ``tags`` is handed over, not copied: the caller must not change it afterwards.
+        """
         start_us, end_us = micros(start), micros(end)
         direct = self._direct
-        if direct is not None and direct._send_span(
-            context,
-            name,
-            kind,
-            start_us,
-            max(end_us - start_us, 1),  # what Record.finish() computes
-            self._local_fields,
-            None if remote is None else remote.fields,
-            # micros(), inline: this runs for every annotation of every span.
-            [(value, int(timestamp * 1000 * 1000)) for timestamp, value in annotations],
-            tags,
-        ):
+        if direct is not None:
+            direct._send_span(
+                Span(
+                    context.trace_id,
+                    context.span_id,
+                    context.parent_id,
+                    kind,
+                    name,
+                    start_us,
+                    max(end_us - start_us, 1),  # what Record.finish() computes
+                    self._local,
+                    None if remote is None else remote.checked,
+                    annotations_of(annotations),
+                    tags or None,
+                    context.debug is True,
+                    context.shared is True,
+                )
+            )
             return
         record = Record(context, self._local_endpoint)
         record.start(start_us)
@@ -129,9 +131,13 @@ class SpanSink:
             record.name(name)
         for key, value in tags.items():
             record.set_tag(key, value)
-        for timestamp, value in annotations:
+        for timestamp, value in sorted(annotations, key=_by_time):
             record.annotate(value, micros(timestamp))
         if remote is not None:
             record.remote_endpoint(remote.endpoint)
         record.finish(end_us)
         self._tracer._send(record)
+
+
+def _by_time(event: tuple[float, str]) -> float:
+    return event[0]

@@ -17,9 +17,12 @@ from time import time
 from types import SimpleNamespace
 
 from aiozipkin.helpers import TraceContext
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from .annotations import Phase
 from .parsers import RequestView
+from .reporting._model import annotation_value, span_name, tag_value
 
 __all__ = ("Hop", "RequestState", "TraceConfigContext")
 
@@ -31,6 +34,8 @@ class Hop:
     """
 
     __slots__ = (
+        "_headers",
+        "_view",
         "active",
         "annotations",
         "body_bytes",
@@ -41,20 +46,31 @@ class Hop:
         "context",
         "end",
         "headers_sent",
+        "method",
         "phase_starts",
         "phase_totals",
         "recording",
         "reported",
-        "request",
         "span_name",
         "start",
         "tags",
         "unwatch",
+        "url",
     )
 
-    def __init__(self, context: TraceContext, request: RequestView, start: float) -> None:
+    def __init__(
+        self,
+        context: TraceContext,
+        method: str,
+        url: URL,
+        headers: CIMultiDict[str],
+        start: float,
+    ) -> None:
         self.context = context
-        self.request = request
+        self.method = method
+        self.url = url
+        self._headers = headers
+        self._view: RequestView | None = None
         self.start = start
         self.recording = bool(context.sampled)
         # A redirect hop is prepared (ids allocated, headers injected) before aiohttp sends it;
@@ -65,6 +81,10 @@ class Hop:
         self.closed = False
         self.reported = False
         self.end: float | None = None
+        if not self.recording:
+            # Not sampled: ids and headers only. The fields below are read only for hops that
+            # record (every handler checks ``recording`` first), so they are not even set.
+            return
         self.span_name: str | None = None
         self.tags: dict[str, str] = {}
         self.annotations: list[tuple[float, str]] = []
@@ -78,21 +98,37 @@ class Hop:
         # Detaches the callbacks that wait for the response body to end.
         self.unwatch: Callable[[], None] | None = None
 
-    # SpanCustomizer
+    @property
+    def request(self) -> RequestView:
+        """The request as parsers and samplers see it; made on first use only."""
+        view = self._view
+        if view is None:
+            view = self._view = RequestView(self.method, self.url, CIMultiDictProxy(self._headers))
+        return view
+
+    def event(self, value: str, timestamp: float | None = None) -> None:
+        """Record one of our own events (a non-empty constant: nothing to check)."""
+        self.annotations.append((time() if timestamp is None else timestamp, value))
+
+    # SpanCustomizer, for parsers. Their values are checked here, as they enter, and never again.
     def name(self, name: str) -> None:
-        self.span_name = name
+        self.span_name = span_name(name)
 
     def tag(self, key: str, value: str) -> None:
-        self.tags[key] = value
+        tag = tag_value(key, value)
+        if tag is not None:
+            self.tags[tag[0]] = tag[1]
 
     def annotate(self, value: str, timestamp: float | None = None) -> None:
-        self.annotations.append((time() if timestamp is None else timestamp, value))
+        text = annotation_value(value)
+        if text is not None:
+            self.annotations.append((time() if timestamp is None else timestamp, text))
 
     # Connection phases
     def phase_start(self, phase: Phase, now: float, as_annotations: bool) -> None:
         self.phase_starts[phase] = now
         if as_annotations:
-            self.annotate(phase.start, now)
+            self.event(phase.start, now)
 
     def phase_end(self, phase: Phase, now: float, as_annotations: bool) -> None:
         started = self.phase_starts.pop(phase, None)
@@ -102,7 +138,7 @@ class Hop:
         self.phase_totals[phase] = total
         self.tags[phase.duration_tag] = f"{total * 1000:.3f}"
         if as_annotations:
-            self.annotate(phase.end, now)
+            self.event(phase.end, now)
         else:
             self.children.append((phase, started, now))
 

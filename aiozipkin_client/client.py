@@ -27,14 +27,14 @@ from aiohttp import ClientConnectionError, ClientResponse, ClientResponseError, 
 from aiozipkin.helpers import CLIENT, TraceContext
 from aiozipkin.tracer import Tracer
 from aiozipkin.utils import generate_random_128bit_string
-from multidict import CIMultiDictProxy, MutableMultiMapping
+from multidict import CIMultiDict, CIMultiDictProxy, MutableMultiMapping
 from yarl import URL
 
 from ._compat import closed_future, has_no_authority, is_connected, sent_bytes
 from ._context import current_context, to_context
 from ._duplicates import DuplicateCheck
 from ._options import require_callable, require_collection, require_tracer
-from ._spans import Remote, SpanSink, by_timestamp, remote_endpoint, span_id
+from ._spans import Remote, SpanSink, remote_endpoint, span_id
 from ._state import Hop, RequestState, TraceConfigContext
 from .annotations import (
     BODY_RECEIVED,
@@ -60,16 +60,20 @@ from .annotations import (
 from .parsers import (
     ERROR,
     ErrorTagging,
+    HttpRequestParser,
     RequestParser,
     RequestView,
     ResponseParser,
     ResponseView,
+    SpanCustomizer,
     default_request_parser,
     default_response_parser,
     redact_url,
     run_response_parser,
+    tag_status,
 )
 from .propagation import B3Format, inject, is_valid_parent, remove_b3_headers
+from .reporting._model import span_name
 from .sampling import RequestSampler, decide
 
 __all__ = ("make_trace_config",)
@@ -182,13 +186,20 @@ class ClientTracing:
         # (service, host, port) -> remote endpoint; bounded, see _remote_endpoint.
         self._remotes: dict[tuple[str | None, str | None, int | None], Remote | None] = {}
         self._warned_parent = False
+        #: On a session's first request, warns if another tracing config is on it too.
+        self.duplicate_check = DuplicateCheck()
+        self._valid_parent: TraceContext | None = None
 
     # -- request lifecycle ---------------------------------------------------------------------
 
-    @_signal
+    @_session_signal
     def on_request_start(
-        self, ctx: TraceConfigContext, params: aiohttp.TraceRequestStartParams
+        self,
+        session: aiohttp.ClientSession,
+        ctx: TraceConfigContext,
+        params: aiohttp.TraceRequestStartParams,
     ) -> None:
+        self.duplicate_check.check(session)
         settings = self._settings
         url = params.url
         for matches in settings.exclude:
@@ -196,13 +207,20 @@ class ClientTracing:
                 return
         explicit_parent, propagate = read_trace_request_ctx(ctx.trace_request_ctx)
         parent = self._parent(explicit_parent)
-        request = RequestView(params.method, url, CIMultiDictProxy(params.headers))
+        method, headers = params.method, params.headers
         trace_id = parent.trace_id if parent is not None else generate_random_128bit_string()
-        sampled, debug = decide(parent, trace_id, request, settings.sampler, self._tracer_sampler)
+        sampled, debug = decide(
+            parent,
+            trace_id,
+            # Made only if a request sampler is asked.
+            lambda: RequestView(method, url, CIMultiDictProxy(headers)),
+            settings.sampler,
+            self._tracer_sampler,
+        )
         state = RequestState(parent.span_id if parent is not None else None, propagate)
         # trace_id, parent_id, span_id, sampled, debug, shared
         context = TraceContext(trace_id, state.parent_span_id, span_id(), sampled, debug, False)
-        hop = self._start_hop(context, request, time())
+        hop = self._start_hop(context, method, url, headers, time())
         hop.active = True
         state.hop = hop
         self._inject(state, hop, params.headers)
@@ -221,8 +239,8 @@ class ClientTracing:
         now = time()
         ended = state.hop
         if ended.recording:
-            ended.annotate(WIRE_RECEIVE, now)
-            ended.annotate(REDIRECT, now)
+            ended.event(WIRE_RECEIVE, now)
+            ended.event(REDIRECT, now)
         self._close_hop(ended, now, params.response, None)
         self._report_previous(state)
         state.previous = ended
@@ -239,8 +257,7 @@ class ClientTracing:
             return
         method, url = target
         context = ended.context._replace(span_id=span_id())
-        request = RequestView(method, url, CIMultiDictProxy(params.headers))
-        state.hop = self._start_hop(context, request, now)
+        state.hop = self._start_hop(context, method, url, params.headers, now)
         self._inject(state, state.hop, params.headers)
 
     @_signal
@@ -250,7 +267,7 @@ class ClientTracing:
         hop = self._activate(ctx.state)
         if hop is not None:
             hop.headers_sent = True
-            hop.annotate(WIRE_SEND)
+            hop.event(WIRE_SEND)
 
     @_signal
     def on_request_chunk_sent(
@@ -270,7 +287,7 @@ class ClientTracing:
         # stream's end-of-body callback closed the span: then it is dropped here.
         hop = live_hop(ctx.state)
         if hop is not None:
-            hop.annotate(BODY_RECEIVED)
+            hop.event(BODY_RECEIVED)
 
     @_signal
     def on_request_end(
@@ -291,7 +308,7 @@ class ClientTracing:
         if not hop.recording:
             state.hop = None
             return
-        hop.annotate(WIRE_RECEIVE)
+        hop.event(WIRE_RECEIVE)
         self._watch_body(state, hop, params.response)
 
     @_signal
@@ -364,7 +381,7 @@ class ClientTracing:
         if hop is not None:
             self._note_attempt(hop)
             hop.tags[REUSED] = "true"
-            hop.annotate(CONNECTION_REUSED)
+            hop.event(CONNECTION_REUSED)
 
     # -- DNS: these may run in aiohttp's resolver task, even after the request ended ---------
 
@@ -391,7 +408,7 @@ class ClientTracing:
         hop = live_hop(ctx.state)
         if hop is not None:
             hop.tags[DNS_CACHE] = "hit"
-            hop.annotate(DNS_CACHE_HIT)
+            hop.event(DNS_CACHE_HIT)
 
     @_signal
     def on_dns_cache_miss(
@@ -400,7 +417,7 @@ class ClientTracing:
         hop = live_hop(ctx.state)
         if hop is not None:
             hop.tags[DNS_CACHE] = "miss"
-            hop.annotate(DNS_CACHE_MISS)
+            hop.event(DNS_CACHE_MISS)
 
     # -- parents -----------------------------------------------------------------------------
 
@@ -417,7 +434,9 @@ class ClientTracing:
         return None
 
     def _usable(self, parent: TraceContext, source: str) -> bool:
-        if is_valid_parent(parent):
+        # The calls made while one request is handled share its context object: check it once.
+        if parent is self._valid_parent or is_valid_parent(parent):
+            self._valid_parent = parent
             return True
         # Warn once: bad parents usually come from every request of a misbehaving caller (an
         # aiozipkin middleware passes header values through), and logs must not flood.
@@ -438,11 +457,25 @@ class ClientTracing:
 
     # -- hops --------------------------------------------------------------------------------
 
-    def _start_hop(self, context: TraceContext, request: RequestView, now: float) -> Hop:
-        hop = Hop(context, request, now)
+    def _start_hop(
+        self,
+        context: TraceContext,
+        method: str,
+        url: URL,
+        headers: CIMultiDict[str],
+        now: float,
+    ) -> Hop:
+        hop = Hop(context, method, url, headers, now)
         if hop.recording:
+            parser = self._settings.request_parser
             try:
-                self._settings.request_parser(request, hop)
+                if type(parser) is HttpRequestParser:
+                    # Ours, not a subclass: it needs no RequestView, and its name and tags are
+                    # strings the customizer would take as they are.
+                    hop.span_name = span_name(method)
+                    hop.tags.update(parser.tags(method, url))
+                else:
+                    parser(hop.request, hop)
             except Exception:
                 log.exception("request_parser failed; the span keeps what it had")
         return hop
@@ -466,7 +499,7 @@ class ClientTracing:
         # connection because the pooled one was dead.
         if hop.headers_sent:
             hop.headers_sent = False
-            hop.annotate(RETRY)
+            hop.event(RETRY)
 
     def _watch_body(self, state: RequestState, hop: Hop, response: ClientResponse) -> None:
         """Keep the span open until the response body is complete, released, or lost."""
@@ -539,7 +572,7 @@ class ClientTracing:
             hop.tags[RESPONSE_SIZE] = str(content.total_bytes)
             error: BaseException | None = None
             if early is not None:
-                hop.annotate(early, now)
+                hop.event(early, now)
                 error = early_end_error(content.exception(), cause, early)
             self._close_hop(hop, now, None, error, status=status, headers=headers)
             if state.hop is hop:
@@ -570,19 +603,18 @@ class ClientTracing:
             # raise_for_status: the response arrived; keep its status on the span.
             status = error.status
         if hop.body_first is not None and hop.body_last is not None:
-            hop.annotate(REQUEST_BODY_START, hop.body_first)
-            hop.annotate(REQUEST_BODY_END, hop.body_last)
+            hop.event(REQUEST_BODY_START, hop.body_first)
+            hop.event(REQUEST_BODY_END, hop.body_last)
             hop.tags[REQUEST_SIZE] = str(hop.body_bytes)
-        view = ResponseView(hop.request, status, headers, error)
-        run_response_parser(
-            self._settings.response_parser,
-            view,
-            hop,
-            hop.tags,
-            error,
-            self._errors,
-            "response_parser",
-        )
+        parser = self._settings.response_parser
+        if parser is default_response_parser:
+            # Ours reads the status and error only: no views to build for it.
+            run_response_parser(
+                _tag_outcome, (status, error), hop, hop.tags, error, self._errors, "response_parser"
+            )
+        else:
+            view = ResponseView(hop.request, status, headers, error)
+            run_response_parser(parser, view, hop, hop.tags, error, self._errors, "response_parser")
 
     def _report_previous(self, state: RequestState) -> None:
         if state.previous is not None:
@@ -597,7 +629,6 @@ class ClientTracing:
         if hop.unwatch is not None:
             hop.unwatch()
             hop.unwatch = None
-        hop.annotations.sort(key=by_timestamp)  # stable: events of one instant keep order
         self._sink.report(
             hop.context,
             CLIENT,
@@ -606,7 +637,7 @@ class ClientTracing:
             hop.end,
             hop.tags,
             hop.annotations,
-            self._remote_endpoint(hop.request.url),
+            self._remote_endpoint(hop.url),
         )
         if hop.children or (hop.phase_starts and not self._annotate_phases):
             self._report_phases(hop)
@@ -651,7 +682,7 @@ class ClientTracing:
         if not state.propagate:
             return
         allowed = self._settings.propagate_to
-        if allowed is None or allowed(hop.request.url):
+        if allowed is None or allowed(hop.url):
             inject(headers, hop.context, self._settings.b3_format)
             state.injected = True
         elif state.injected:
@@ -663,6 +694,10 @@ class ClientTracing:
 def _short_repr(value: object) -> str:
     """``repr`` cut to a length fit for a log line (the value may come from any caller)."""
     return reprlib.repr(value)
+
+
+def _tag_outcome(outcome: tuple[int | None, BaseException | None], span: SpanCustomizer) -> None:
+    tag_status(outcome[0], outcome[1], span)
 
 
 def live_hop(state: RequestState | None) -> Hop | None:
@@ -944,8 +979,6 @@ def make_trace_config(
     )
     handlers = ClientTracing(tracer, settings)
     trace_config = aiohttp.TraceConfig(trace_config_ctx_factory=TraceConfigContext)
-    # First: on a session's first request, warn if another tracing config is on it too.
-    trace_config.on_request_start.append(DuplicateCheck().on_request_start)
     for signal_name in SIGNALS:
         getattr(trace_config, signal_name).append(getattr(handlers, signal_name))
     return trace_config

@@ -160,10 +160,21 @@ class HttpRequestParser:
         return self._sensitive
 
     def __call__(self, request: RequestView, span: SpanCustomizer) -> None:
-        span.name(request.method.lower())
-        span.tag(HTTP_METHOD, request.method.upper())
-        span.tag(HTTP_PATH, request.url.path or "/")
-        span.tag(HTTP_URL, str(redact_url(request.url, self._sensitive)))
+        self.parse(request.method, request.url, span)
+
+    def parse(self, method: str, url: URL, span: SpanCustomizer) -> None:
+        """What calling the parser does, from the method and URL alone (no view needed)."""
+        span.name(method.lower())
+        for key, value in self.tags(method, url):
+            span.tag(key, value)
+
+    def tags(self, method: str, url: URL) -> tuple[tuple[str, str], ...]:
+        """The tags this parser sets, as (key, value) pairs of non-empty strings."""
+        return (
+            (HTTP_METHOD, method.upper()),
+            (HTTP_PATH, url.path or "/"),
+            (HTTP_URL, str(redact_url(url, self._sensitive))),
+        )
 
 
 #: The request parser :func:`~aiozipkin_client.make_trace_config` uses unless told otherwise.
@@ -172,12 +183,17 @@ default_request_parser: Final[RequestParser] = HttpRequestParser()
 
 def default_response_parser(response: ResponseView, span: SpanCustomizer) -> None:
     """Tag the status code, and ``error`` with the status for responses of 400 and above."""
-    if response.status is None:
+    tag_status(response.status, response.error, span)
+
+
+def tag_status(status: int | None, error: BaseException | None, span: SpanCustomizer) -> None:
+    """:func:`default_response_parser`, from the two values it reads."""
+    if status is None:
         return
-    span.tag(HTTP_STATUS_CODE, str(response.status))
-    if response.status >= 400 and response.error is None:
+    span.tag(HTTP_STATUS_CODE, str(status))
+    if status >= 400 and error is None:
         # With an exception (raise_for_status), its description is the more useful error.
-        span.tag(ERROR, str(response.status))
+        span.tag(ERROR, str(status))
 
 
 def run_response_parser(

@@ -40,14 +40,14 @@ class Decision(NamedTuple):
 def decide(
     parent: TraceContext | None,
     trace_id: str,
-    request: RequestView,
+    request: Callable[[], RequestView],
     request_sampler: RequestSampler | None,
     tracer_sampler: _TraceIdSampler,
 ) -> Decision:
     """The sampling decision for a new client span.
 
     Debug and an explicit accept or deny on the parent are kept as they are. Otherwise the
-    request sampler, then the tracer's sampler, decides; the result is then sent downstream as an
+    request sampler (given ``request()``, made only then), then the tracer's sampler, decides; the result is then sent downstream as an
     explicit ``X-B3-Sampled`` so the services we call agree with the span we record.
     """
     if parent is not None:
@@ -57,7 +57,7 @@ def decide(
             return Decision(sampled=parent.sampled, debug=False)
     if request_sampler is not None:
         try:
-            verdict = request_sampler(request)
+            verdict = request_sampler(request())
         except Exception:
             # A broken sampler must not cost the request its trace: fall back to the tracer's.
             log.exception("request sampler failed; using the tracer's sampler")

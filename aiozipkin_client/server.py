@@ -42,6 +42,7 @@ from .parsers import (
     run_response_parser,
 )
 from .propagation import extract
+from .reporting._model import annotation_value, span_name, tag_value
 
 __all__ = (
     "HTTP_ROUTE",
@@ -95,16 +96,20 @@ class ServerSpan:
 
     # SpanCustomizer
     def name(self, name: str) -> None:
-        """Set the span name (keep it low-cardinality: never a raw path)."""
-        self._name = name
+        """Set the span name (keep it low-cardinality: never a raw path); stored lower-case."""
+        self._name = span_name(name)
 
     def tag(self, key: str, value: str) -> None:
         """Set a tag; a later call with the same key replaces the value."""
-        self._tags[key] = value
+        tag = tag_value(key, value)
+        if tag is not None:
+            self._tags[tag[0]] = tag[1]
 
     def annotate(self, value: str) -> None:
-        """Add a timestamped event, stamped now."""
-        self._annotations.append((time(), value))
+        """Add a timestamped event, stamped now (a blank value adds nothing)."""
+        text = annotation_value(value)
+        if text is not None:
+            self._annotations.append((time(), text))
 
 
 @dataclass(frozen=True, slots=True)

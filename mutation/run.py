@@ -20,17 +20,8 @@ Each mutant is counted in exactly one area (a mutant two areas' globs match stop
 
 To scope in more code: add globs to an area or a new :class:`Area` below, add its file to
 ``only_mutate`` and its test files to ``pytest_add_cli_args_test_selection`` in pyproject.toml.
-The span encoder is the next to join, once its reshaping on another branch settles (today
-``encode_span``, ``_SpanEncoder`` and the ``_identifier`` ... ``_tags`` helpers in
-``aiozipkin_client/reporting.py``). Add it as its own area, say ``Area("span encoding",
-<its file>, <globs naming only the encoder: "aiozipkin_client.reporting.x_encode_span*",
-"aiozipkin_client.reporting.xǁ_SpanEncoderǁ*", one per helper>, <its test files, e.g.
-tests/test_reporting_encode.py, tests/test_reporting_fast_path.py>)``, not the whole module (the
-transport's retry and buffer code would cost minutes and is another area); put its file in
-``only_mutate`` and its test files in the test selection; for its module-level tables (``_KINDS``,
-the placeholder name) add entries to :data:`CONSTANT_SETS` / :data:`CONSTANT_EDITS`. Then run
-``make mutate``, judge its survivors in ``mutation/equivalent.md`` and add its row to README's
-scores table.
+The span encoder (``aiozipkin_client/reporting/_model.py``, issue #11's one set of encoding
+rules) is an area of its own; the transport's buffer and sender are not in scope.
 """
 
 from __future__ import annotations
@@ -133,6 +124,19 @@ AREAS = (
         ("tests/test_client_parents.py", "tests/test_parent_validation.py"),
     ),
     Area(
+        # The one set of encoding rules (issue #11): a foreign record checked by encode_span's
+        # rules, our own values' annotations, and the batch encoding with its scrub fallback.
+        # Not the transport's buffer or sender (another kind of logic, and minutes of tests).
+        "span encoding",
+        "aiozipkin_client/reporting/_model.py",
+        ("aiozipkin_client.reporting._model.*",),
+        (
+            "tests/test_reporting_model.py",
+            "tests/test_reporting_encode.py",
+            "tests/test_client_direct_report.py",
+        ),
+    ),
+    Area(
         "sampling decisions",
         "aiozipkin_client/sampling.py",
         ("aiozipkin_client.sampling.*",),
@@ -144,6 +148,7 @@ AREAS = (
 CONSTANT_SETS = (
     ("URL redaction", "DEFAULT_SENSITIVE_QUERY_PARAMS"),
     ("URL redaction", "_SENSITIVE_WORDS"),
+    ("span encoding", "_KINDS"),
 )
 
 #: (area, label, old text, new text): the old text must occur exactly once in the area's file.
@@ -192,6 +197,27 @@ ERRORS = "error redaction"
 # _PARAM_NAME (they only spare the scan from restarting inside a run of the same characters,
 # where it would fail again: linear time, same output), and U+2028/U+2029 and the C0 controls
 # that are whitespace (str.split() splits on them anyway).
+CONSTANT_EDITS += (
+    (
+        "span encoding",
+        "placeholder name kept",
+        '_PLACEHOLDER_NAME: Final = "unknown"',
+        '_PLACEHOLDER_NAME: Final = "unknown-placeholder"',
+    ),
+    (
+        "span encoding",
+        "Span writes its defaults (nulls, false flags)",
+        "class Span(msgspec.Struct, omit_defaults=True):",
+        "class Span(msgspec.Struct):",
+    ),
+    (
+        "span encoding",
+        "Endpoint writes its defaults (nulls)",
+        "class Endpoint(msgspec.Struct, frozen=True, omit_defaults=True):",
+        "class Endpoint(msgspec.Struct, frozen=True):",
+    ),
+)
+
 CONSTANT_EDITS += (
     *_variants(
         ERRORS,

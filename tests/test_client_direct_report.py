@@ -1,43 +1,55 @@
-"""A client span reported to ZipkinTransport directly is the same bytes as through a Record.
+"""A client span reported to ZipkinTransport directly is the same span as through a Record.
 
-Proposed as tests/test_client_direct_report.py. The client skips building an aiozipkin Record
-when the tracer reports through our ZipkinTransport; every other transport gets the Record.
-Both paths must post exactly the same span, whatever the hop holds.
+The client skips building an aiozipkin Record when the tracer reports through our
+ZipkinTransport; every other transport gets the Record, which our transport would check by
+encode_span's rules. Whatever a parser gave the span customizer, both paths must end in the
+same span: the customizer's checks at entry are exactly what encode_span would have done later.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 from aiozipkin.helpers import TraceContext, create_endpoint
+from aiozipkin.record import Record
 from aiozipkin.sampler import Sampler
 from aiozipkin.tracer import Tracer
-from multidict import CIMultiDict, CIMultiDictProxy
+from aiozipkin.transport import TransportABC
+from multidict import CIMultiDict
 from yarl import URL
 
 from aiozipkin_client import B3Format, default_request_parser, default_response_parser
 from aiozipkin_client._state import Hop
 from aiozipkin_client.client import ClientSettings, ClientTracing
-from aiozipkin_client.parsers import RequestView
-from aiozipkin_client.reporting import ZipkinTransport
+from aiozipkin_client.reporting import ZipkinTransport, encode_span
+from aiozipkin_client.reporting._model import Span, encode_batch
+from tests.kit.schema import validate_spans
 
 
 class _Capturing(ZipkinTransport):
-    """Keeps what would be queued, and can refuse the direct path."""
+    """Keeps the spans that would be queued."""
 
-    def __init__(self, direct: bool) -> None:
+    def __init__(self) -> None:
         super().__init__("http://127.0.0.1:9/api/v2/spans")
-        self.items: list[bytes] = []
-        self.direct = direct
-        self.direct_calls = 0
+        self.spans: list[Span] = []
 
-    def _enqueue(self, item: bytes) -> None:
-        self.items.append(item)
+    def _enqueue(self, span: Span) -> None:
+        self.spans.append(span)
 
-    def _send_span(self, *args: Any) -> bool:
-        self.direct_calls += 1
-        return self.direct and super()._send_span(*args)
+
+class _Records(TransportABC):
+    """Any other transport: gets aiozipkin Records."""
+
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+
+    def send(self, record: Record) -> None:
+        self.records.append(record)
+
+    async def close(self) -> None:
+        return None
 
 
 def _settings(remote_service_name: Any = None) -> ClientSettings:
@@ -62,11 +74,13 @@ def _hop(url: str, name: Any, tags: dict[Any, Any], annotations: list[tuple[floa
         False,
         False,
     )
-    request = RequestView("GET", URL(url), CIMultiDictProxy(CIMultiDict()))
-    hop = Hop(context, request, 1_700_000_000.123456)
-    hop.span_name = name
-    hop.tags.update(tags)
-    hop.annotations.extend(annotations)
+    hop = Hop(context, "GET", URL(url), CIMultiDict(), 1_700_000_000.123456)
+    # As a parser would: through the span customizer, whatever types it passes.
+    hop.name(name)
+    for key, value in tags.items():
+        hop.tag(key, value)
+    for timestamp, value in annotations:
+        hop.annotate(value, timestamp)
     hop.closed = True
     hop.end = 1_700_000_000.223457
     return hop
@@ -88,12 +102,11 @@ HOPS = [
 
 @pytest.mark.parametrize(("url", "name", "tags", "annotations"), HOPS)
 @pytest.mark.parametrize("service", [None, "Inventory", lambda url: url.host])
-def test_direct_and_record_paths_post_the_same_bytes(
+def test_direct_and_record_paths_post_the_same_span(
     url: str, name: Any, tags: dict[Any, Any], annotations: list[tuple[float, Any]], service: Any
 ) -> None:
-    posted = []
-    for direct in (True, False):
-        transport = _Capturing(direct)
+    posted: list[dict[str, Any]] = []
+    for transport in (_Capturing(), _Records()):
         tracer = Tracer(
             transport, Sampler(sample_rate=1.0), create_endpoint("Checkout", ipv4="10.0.0.7")
         )
@@ -104,8 +117,22 @@ def test_direct_and_record_paths_post_the_same_bytes(
             ),
         )
         handlers._report(_hop(url, name, dict(tags), list(annotations)))
-        assert transport.direct_calls == 1
-        assert transport.stats().received == 1
-        posted.append(transport.items)
-    assert posted[0] == posted[1]
-    assert len(posted[0]) == 1
+        if isinstance(transport, _Capturing):
+            assert transport.stats().received == 1
+            (span,) = transport.spans
+            posted.append(json.loads(encode_batch([span]).decode())[0])
+        else:
+            (record,) = transport.records
+            posted.append(json.loads(json.dumps(encode_span(record)).encode().decode()))
+    assert posted[0] == _scrub(posted[1])
+    validate_spans(posted)
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(v) for v in value]
+    return value

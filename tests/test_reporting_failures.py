@@ -20,8 +20,8 @@ from aiozipkin.helpers import create_endpoint
 from aiozipkin.sampler import Sampler
 from aiozipkin.tracer import Tracer
 
-from aiozipkin_client import reporting
 from aiozipkin_client.reporting import ZipkinTransport
+from aiozipkin_client.reporting._transport import _parse_retry_after, _retry_delay
 from tests.kit.collector import Collector, Mode, running_collector, transports_for, wait_until
 
 ENDPOINT = create_endpoint("checkout")
@@ -164,13 +164,13 @@ def test_retry_after_accepts_seconds_and_http_dates() -> None:
     soon = format_datetime(datetime.now(UTC) + timedelta(seconds=120), usegmt=True)
     past = format_datetime(datetime.now(UTC) - timedelta(seconds=120), usegmt=True)
 
-    assert reporting._parse_retry_after("7") == 7.0
-    assert reporting._parse_retry_after(" 0 ") == 0.0
-    assert 100 < (reporting._parse_retry_after(soon) or 0) <= 120
-    assert reporting._parse_retry_after(past) == 0.0
-    assert reporting._parse_retry_after("soon") is None
-    assert reporting._parse_retry_after("-3") is None
-    assert reporting._parse_retry_after(None) is None
+    assert _parse_retry_after("7") == 7.0
+    assert _parse_retry_after(" 0 ") == 0.0
+    assert 100 < (_parse_retry_after(soon) or 0) <= 120
+    assert _parse_retry_after(past) == 0.0
+    assert _parse_retry_after("soon") is None
+    assert _parse_retry_after("-3") is None
+    assert _parse_retry_after(None) is None
 
 
 def test_backoff_doubles_with_jitter_and_is_bounded() -> None:
@@ -178,11 +178,11 @@ def test_backoff_doubles_with_jitter_and_is_bounded() -> None:
     for failures in range(1, 12):
         step = min(0.1 * 2 ** (failures - 1), 3.0)
         for _ in range(20):
-            delay = reporting._retry_delay(failures, 0.1, 3.0)
+            delay = _retry_delay(failures, 0.1, 3.0)
             assert step / 2 <= delay <= step
-    assert reporting._retry_delay(1, 0.1, 3.0, retry_after=2.0) == 2.0
-    assert reporting._retry_delay(1, 0.1, 3.0, retry_after=3600.0) == 3.0
-    assert reporting._retry_delay(10_000, 0.1, 3.0) <= 3.0
+    assert _retry_delay(1, 0.1, 3.0, retry_after=2.0) == 2.0
+    assert _retry_delay(1, 0.1, 3.0, retry_after=3600.0) == 3.0
+    assert _retry_delay(10_000, 0.1, 3.0) <= 3.0
 
 
 async def test_full_buffer_drops_the_oldest_and_stays_bounded(

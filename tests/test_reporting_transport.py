@@ -189,6 +189,8 @@ def test_address_must_be_an_absolute_http_url(address: str) -> None:
         ({"send_timeout": 0}, "send_timeout must be > 0"),
         ({"close_timeout": -1}, "close_timeout must be >= 0"),
         ({"gzip_threshold": -1}, "gzip_threshold must be >= 0"),
+        ({"gzip_level": 0}, "gzip_level must be from 1 to 9, not 0"),
+        ({"gzip_level": 10}, "gzip_level must be from 1 to 9, not 10"),
         ({"retry_delay": 0}, "need 0 < retry_delay <= retry_max_delay"),
         ({"retry_delay": 2, "retry_max_delay": 1}, "need 0 < retry_delay <= retry_max_delay"),
     ],
@@ -249,6 +251,25 @@ async def test_large_bodies_are_gzipped(collector: Collector, make_transport: Fa
     plain = gzip.decompress(post.body)
     assert len(plain) > 1024
     assert [span["id"] for span in json.loads(plain)] == ids
+
+
+@pytest.mark.parametrize("level", [None, 1, 9])
+async def test_bodies_are_gzipped_at_the_level_asked_for(
+    collector: Collector, make_transport: Factory, level: int | None
+) -> None:
+    options = {} if level is None else {"gzip_level": level}
+    transport = make_transport(batch_size=20, send_interval=60, gzip_threshold=0, **options)
+    finish_spans(tracer_for(transport), 20, payload="x" * 100)
+
+    (post,) = await collector.wait_for_posts(1)
+
+    plain = gzip.decompress(post.body)
+    # The two levels give different bytes for this body, so the comparison below can tell.
+    assert gzip.compress(plain, compresslevel=1, mtime=0) != gzip.compress(
+        plain, compresslevel=9, mtime=0
+    )
+    expected = 1 if level is None else level  # the default is level 1
+    assert post.body == gzip.compress(plain, compresslevel=expected, mtime=0)
 
 
 async def test_small_bodies_are_not_gzipped(collector: Collector, make_transport: Factory) -> None:
@@ -418,6 +439,7 @@ def test_create_rejects_bad_options_at_the_call() -> None:
             "gzip_threshold must be a whole number or None, not 1.5",
         ),
         ({"send_timeout": "10"}, TypeError, "send_timeout must be a number of seconds, not '10'"),
+        ({"gzip_level": 6.0}, TypeError, "gzip_level must be a whole number from 1 to 9, not 6.0"),
         ({"retry_delay": None}, TypeError, "retry_delay must be a number of seconds, not None"),
     ],
 )

@@ -21,6 +21,13 @@ from aiozipkin_client.sampling import Decision, RequestSampler, decide
 
 TRACE_ID = "463ac35c9f6413ad48485a3953bb6124"
 REQUEST = RequestView("GET", URL("http://127.0.0.1/orders"), CIMultiDictProxy(CIMultiDict()))
+#: How often decide() asked for the request's view (it should only when a sampler is asked).
+VIEWS_MADE: list[RequestView] = []
+
+
+def make_request() -> RequestView:
+    VIEWS_MADE.append(REQUEST)
+    return REQUEST
 
 
 class TraceIdSampler:
@@ -47,17 +54,20 @@ def never_asked(request: RequestView) -> bool | None:
 def test_parent_decision_is_kept_and_nobody_is_asked(sampled: bool) -> None:
     tracer = TraceIdSampler(set() if sampled else {TRACE_ID})
 
-    decision = decide(parent(sampled), TRACE_ID, REQUEST, never_asked, tracer)
+    VIEWS_MADE.clear()
+
+    decision = decide(parent(sampled), TRACE_ID, make_request, never_asked, tracer)
 
     assert decision == Decision(sampled=sampled, debug=False)
     assert tracer.asked == []
+    assert VIEWS_MADE == []  # no sampler asked, so no view built
 
 
 @pytest.mark.parametrize("sampled", [True, False, None])
 def test_debug_parent_is_a_debug_accept(sampled: bool | None) -> None:
     tracer = TraceIdSampler(set())
 
-    decision = decide(parent(sampled, debug=True), TRACE_ID, REQUEST, never_asked, tracer)
+    decision = decide(parent(sampled, debug=True), TRACE_ID, make_request, never_asked, tracer)
 
     assert decision == Decision(sampled=True, debug=True)
     assert tracer.asked == []
@@ -76,7 +86,7 @@ def test_request_sampler_decides_when_there_is_no_decision(
         return verdict
 
     found = parent(None) if with_parent else None
-    decision = decide(found, TRACE_ID, REQUEST, sampler, tracer)
+    decision = decide(found, TRACE_ID, make_request, sampler, tracer)
 
     assert decision == Decision(sampled=verdict, debug=False)
     assert seen == [REQUEST]
@@ -87,7 +97,7 @@ def test_truthy_verdicts_are_stored_as_bool() -> None:
     def sampler(request: RequestView) -> Any:
         return 1  # an untyped sampler may answer with any truthy value
 
-    decision = decide(None, TRACE_ID, REQUEST, sampler, TraceIdSampler(set()))
+    decision = decide(None, TRACE_ID, make_request, sampler, TraceIdSampler(set()))
 
     assert decision == Decision(sampled=True, debug=False)
     assert decision.sampled is True
@@ -100,7 +110,7 @@ def test_tracer_sampler_decides_by_this_trace_id(
 ) -> None:
     tracer = TraceIdSampler({TRACE_ID} if sampled else set())
 
-    decision = decide(parent(None), TRACE_ID, REQUEST, sampler, tracer)
+    decision = decide(parent(None), TRACE_ID, make_request, sampler, tracer)
 
     assert decision == Decision(sampled=sampled, debug=False)
     assert tracer.asked == [TRACE_ID]
@@ -114,7 +124,7 @@ def test_broken_request_sampler_is_logged_and_the_tracer_decides(
 
     tracer = TraceIdSampler({TRACE_ID})
 
-    decision = decide(None, TRACE_ID, REQUEST, broken, tracer)
+    decision = decide(None, TRACE_ID, make_request, broken, tracer)
 
     assert decision == Decision(sampled=True, debug=False)
     assert tracer.asked == [TRACE_ID]

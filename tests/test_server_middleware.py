@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
 from aiohttp import web
 from aiozipkin.helpers import TraceContext
@@ -401,7 +402,11 @@ def test_remote_endpoint_from_peer_addresses() -> None:
     ]:
         remote = remote_endpoint(None, peer, None)
         assert remote is not None
-        assert remote.fields == fields
+        assert msgspec.to_builtins(remote.checked) == fields
+        assert (
+            remote.endpoint._asdict()
+            == {"serviceName": None, "ipv6": None, "port": None, "ipv4": None} | fields
+        )
 
 
 async def test_custom_parsers_and_sampler(
