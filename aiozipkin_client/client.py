@@ -130,28 +130,9 @@ _Self = TypeVar("_Self", bound="ClientTracing")
 
 
 def _signal(
-    method: Callable[[_Self, TraceConfigContext, _Params], None],
-) -> Callable[[_Self, aiohttp.ClientSession, SimpleNamespace, _Params], Awaitable[None]]:
-    """Turn a synchronous handler into an aiohttp signal receiver that can never raise."""
-
-    @functools.wraps(method)
-    async def receiver(
-        self: _Self, session: aiohttp.ClientSession, ctx: SimpleNamespace, params: _Params
-    ) -> None:
-        if not isinstance(ctx, TraceConfigContext):
-            return
-        try:
-            method(self, ctx, params)
-        except Exception:
-            log.exception("aiozipkin_client: %s failed; the request goes on", method.__name__)
-
-    return receiver
-
-
-def _session_signal(
     method: Callable[[_Self, aiohttp.ClientSession, TraceConfigContext, _Params], None],
 ) -> Callable[[_Self, aiohttp.ClientSession, SimpleNamespace, _Params], Awaitable[None]]:
-    """:func:`_signal` for the one handler that also needs the session's settings."""
+    """Turn a synchronous handler into an aiohttp signal receiver that can never raise."""
 
     @functools.wraps(method)
     async def receiver(
@@ -192,7 +173,7 @@ class ClientTracing:
 
     # -- request lifecycle ---------------------------------------------------------------------
 
-    @_session_signal
+    @_signal
     def on_request_start(
         self,
         session: aiohttp.ClientSession,
@@ -226,7 +207,7 @@ class ClientTracing:
         self._inject(state, hop, params.headers)
         ctx.state = state
 
-    @_session_signal
+    @_signal
     def on_request_redirect(
         self,
         session: aiohttp.ClientSession,
@@ -262,7 +243,10 @@ class ClientTracing:
 
     @_signal
     def on_request_headers_sent(
-        self, ctx: TraceConfigContext, params: aiohttp.TraceRequestHeadersSentParams
+        self,
+        session: aiohttp.ClientSession,
+        ctx: TraceConfigContext,
+        params: aiohttp.TraceRequestHeadersSentParams,
     ) -> None:
         hop = self._activate(ctx.state)
         if hop is not None:
@@ -271,7 +255,10 @@ class ClientTracing:
 
     @_signal
     def on_request_chunk_sent(
-        self, ctx: TraceConfigContext, params: aiohttp.TraceRequestChunkSentParams
+        self,
+        session: aiohttp.ClientSession,
+        ctx: TraceConfigContext,
+        params: aiohttp.TraceRequestChunkSentParams,
     ) -> None:
         # Runs in aiohttp's body-writer task, which may outlive the response headers.
         hop = live_hop(ctx.state)
@@ -281,7 +268,10 @@ class ClientTracing:
 
     @_signal
     def on_response_chunk_received(
-        self, ctx: TraceConfigContext, params: aiohttp.TraceResponseChunkReceivedParams
+        self,
+        session: aiohttp.ClientSession,
+        ctx: TraceConfigContext,
+        params: aiohttp.TraceResponseChunkReceivedParams,
     ) -> None:
         # aiohttp sends this from read() once the whole body is in, which is after the
         # stream's end-of-body callback closed the span: then it is dropped here.
@@ -291,7 +281,10 @@ class ClientTracing:
 
     @_signal
     def on_request_end(
-        self, ctx: TraceConfigContext, params: aiohttp.TraceRequestEndParams
+        self,
+        session: aiohttp.ClientSession,
+        ctx: TraceConfigContext,
+        params: aiohttp.TraceRequestEndParams,
     ) -> None:
         state = ctx.state
         if state is None or state.ended:
@@ -313,7 +306,10 @@ class ClientTracing:
 
     @_signal
     def on_request_exception(
-        self, ctx: TraceConfigContext, params: aiohttp.TraceRequestExceptionParams
+        self,
+        session: aiohttp.ClientSession,
+        ctx: TraceConfigContext,
+        params: aiohttp.TraceRequestExceptionParams,
     ) -> None:
         state = ctx.state
         if state is None or state.ended:
@@ -339,7 +335,10 @@ class ClientTracing:
 
     @_signal
     def on_connection_queued_start(
-        self, ctx: TraceConfigContext, params: aiohttp.TraceConnectionQueuedStartParams
+        self,
+        session: aiohttp.ClientSession,
+        ctx: TraceConfigContext,
+        params: aiohttp.TraceConnectionQueuedStartParams,
     ) -> None:
         hop = self._activate(ctx.state)
         if hop is not None:
@@ -348,7 +347,10 @@ class ClientTracing:
 
     @_signal
     def on_connection_queued_end(
-        self, ctx: TraceConfigContext, params: aiohttp.TraceConnectionQueuedEndParams
+        self,
+        session: aiohttp.ClientSession,
+        ctx: TraceConfigContext,
+        params: aiohttp.TraceConnectionQueuedEndParams,
     ) -> None:
         hop = live_hop(ctx.state)
         if hop is not None:
@@ -356,7 +358,10 @@ class ClientTracing:
 
     @_signal
     def on_connection_create_start(
-        self, ctx: TraceConfigContext, params: aiohttp.TraceConnectionCreateStartParams
+        self,
+        session: aiohttp.ClientSession,
+        ctx: TraceConfigContext,
+        params: aiohttp.TraceConnectionCreateStartParams,
     ) -> None:
         hop = self._activate(ctx.state)
         if hop is not None:
@@ -367,7 +372,10 @@ class ClientTracing:
 
     @_signal
     def on_connection_create_end(
-        self, ctx: TraceConfigContext, params: aiohttp.TraceConnectionCreateEndParams
+        self,
+        session: aiohttp.ClientSession,
+        ctx: TraceConfigContext,
+        params: aiohttp.TraceConnectionCreateEndParams,
     ) -> None:
         hop = live_hop(ctx.state)
         if hop is not None:
@@ -375,7 +383,10 @@ class ClientTracing:
 
     @_signal
     def on_connection_reuseconn(
-        self, ctx: TraceConfigContext, params: aiohttp.TraceConnectionReuseconnParams
+        self,
+        session: aiohttp.ClientSession,
+        ctx: TraceConfigContext,
+        params: aiohttp.TraceConnectionReuseconnParams,
     ) -> None:
         hop = self._activate(ctx.state)
         if hop is not None:
@@ -387,7 +398,10 @@ class ClientTracing:
 
     @_signal
     def on_dns_resolvehost_start(
-        self, ctx: TraceConfigContext, params: aiohttp.TraceDnsResolveHostStartParams
+        self,
+        session: aiohttp.ClientSession,
+        ctx: TraceConfigContext,
+        params: aiohttp.TraceDnsResolveHostStartParams,
     ) -> None:
         hop = live_hop(ctx.state)
         if hop is not None:
@@ -395,7 +409,10 @@ class ClientTracing:
 
     @_signal
     def on_dns_resolvehost_end(
-        self, ctx: TraceConfigContext, params: aiohttp.TraceDnsResolveHostEndParams
+        self,
+        session: aiohttp.ClientSession,
+        ctx: TraceConfigContext,
+        params: aiohttp.TraceDnsResolveHostEndParams,
     ) -> None:
         hop = live_hop(ctx.state)
         if hop is not None:
@@ -403,7 +420,10 @@ class ClientTracing:
 
     @_signal
     def on_dns_cache_hit(
-        self, ctx: TraceConfigContext, params: aiohttp.TraceDnsCacheHitParams
+        self,
+        session: aiohttp.ClientSession,
+        ctx: TraceConfigContext,
+        params: aiohttp.TraceDnsCacheHitParams,
     ) -> None:
         hop = live_hop(ctx.state)
         if hop is not None:
@@ -412,7 +432,10 @@ class ClientTracing:
 
     @_signal
     def on_dns_cache_miss(
-        self, ctx: TraceConfigContext, params: aiohttp.TraceDnsCacheMissParams
+        self,
+        session: aiohttp.ClientSession,
+        ctx: TraceConfigContext,
+        params: aiohttp.TraceDnsCacheMissParams,
     ) -> None:
         hop = live_hop(ctx.state)
         if hop is not None:

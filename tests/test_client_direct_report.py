@@ -25,6 +25,7 @@ from aiozipkin_client._state import Hop
 from aiozipkin_client.client import ClientSettings, ClientTracing
 from aiozipkin_client.reporting import ZipkinTransport, encode_span
 from aiozipkin_client.reporting._model import Span, encode_batch
+from tests.kit.assertions import scrubbed
 from tests.kit.schema import validate_spans
 
 
@@ -124,15 +125,5 @@ def test_direct_and_record_paths_post_the_same_span(
         else:
             (record,) = transport.records
             posted.append(json.loads(json.dumps(encode_span(record)).encode().decode()))
-    assert posted[0] == _scrub(posted[1])
+    assert posted[0] == scrubbed(posted[1])
     validate_spans(posted)
-
-
-def _scrub(value: Any) -> Any:
-    if isinstance(value, str):
-        return value.encode("utf-8", "replace").decode("utf-8")
-    if isinstance(value, dict):
-        return {_scrub(k): _scrub(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_scrub(v) for v in value]
-    return value

@@ -27,6 +27,7 @@ from aiozipkin_client.reporting._model import (
     encode_batch,
     span_from_record,
 )
+from tests.kit.assertions import scrubbed
 from tests.kit.schema import validate_spans
 
 TRACE = "4e441824ec2b6a44ffdc9bb9a6453df3"
@@ -97,17 +98,6 @@ def random_record(rng: random.Random) -> Record:
     return record
 
 
-def _scrub(value: Any) -> Any:
-    """``value`` with lone surrogates replaced by "?", as encode_batch writes them."""
-    if isinstance(value, str):
-        return value.encode("utf-8", "replace").decode("utf-8")
-    if isinstance(value, dict):
-        return {_scrub(k): _scrub(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_scrub(v) for v in value]
-    return value
-
-
 def test_random_records_are_refused_or_posted_as_encode_span_says() -> None:
     """One set of rules: what a batch carries is exactly encode_span's dict, schema-valid."""
     rng = random.Random(6)
@@ -125,7 +115,7 @@ def test_random_records_are_refused_or_posted_as_encode_span_says() -> None:
             refused += 1
             continue
         spans.append(span_from_record(record))
-        expected.append(_scrub(dict_form))
+        expected.append(scrubbed(dict_form))
     posted = json.loads(encode_batch(spans))
     assert posted == expected
     validate_spans(posted)

@@ -8,7 +8,7 @@ from aiozipkin.helpers import TraceContext
 
 from .servers import Received
 
-__all__ = ("assert_client_span", "assert_propagated")
+__all__ = ("assert_client_span", "assert_propagated", "scrubbed")
 
 
 def assert_client_span(span: dict[str, Any], parent: TraceContext | None) -> None:
@@ -30,3 +30,14 @@ def assert_propagated(received: Received, span: dict[str, Any], *, sampled: str 
     if "parentId" in span:
         expected["x-b3-parentspanid"] = span["parentId"]
     assert received.b3() == expected
+
+
+def scrubbed(value: Any) -> Any:
+    """``value`` with every lone surrogate replaced by "?", as a span batch is written (UTF-8)."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, dict):
+        return {scrubbed(key): scrubbed(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [scrubbed(item) for item in value]
+    return value
