@@ -96,7 +96,7 @@ AREAS = (
             "aiozipkin_client.parsers.x__query_value*",
             "aiozipkin_client.parsers.xǁHttpRequestParserǁ*",
         ),
-        ("tests/test_redaction.py",),
+        ("tests/test_redaction.py", "tests/test_span_values.py"),
     ),
     Area(
         "error redaction",
@@ -134,6 +134,7 @@ AREAS = (
             "tests/test_reporting_model.py",
             "tests/test_reporting_encode.py",
             "tests/test_client_direct_report.py",
+            "tests/test_span_values.py",
         ),
     ),
     Area(
