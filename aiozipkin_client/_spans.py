@@ -27,7 +27,7 @@ from aiozipkin.tracer import Tracer
 
 from .reporting import ZipkinTransport
 from .reporting._model import Endpoint as SpanEndpoint
-from .reporting._model import Span, annotations_of, endpoint
+from .reporting._model import Span, annotations_of, endpoint, endpoint_from_addresses
 
 __all__ = ("Remote", "SpanSink", "micros", "remote_endpoint", "span_id")
 
@@ -55,22 +55,25 @@ def remote_endpoint(service: str | None, host: str | None, port: int | None) -> 
     An IPv4-mapped IPv6 address is the IPv4 address it maps; an IPv6 zone is dropped (Zipkin has
     no field for it). None when nothing is known.
     """
-    ipv4 = ipv6 = None
+    address4: ipaddress.IPv4Address | None = None
+    address6: ipaddress.IPv6Address | None = None
     if host:
         try:
             address = ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
         except ValueError:
             pass
         else:
-            if not isinstance(address, ipaddress.IPv6Address):
-                ipv4 = str(address)
-            elif address.ipv4_mapped is not None:
-                ipv4 = str(address.ipv4_mapped)
+            if isinstance(address, ipaddress.IPv6Address):
+                address6 = address
             else:
-                ipv6 = str(address)
-    if service or ipv4 or ipv6 or port:
-        return Remote(Endpoint(service, ipv4, ipv6, port), endpoint(service, ipv4, ipv6, port))
-    return None
+                address4 = address
+    # Parsed once: the checked endpoint applies the mapped-IPv4 rule, aiozipkin's gets its result.
+    checked = endpoint_from_addresses(service, address4, address6, port)
+    if checked is None and not service:
+        return None
+    ipv4 = None if checked is None else checked.ipv4
+    ipv6 = None if checked is None else checked.ipv6
+    return Remote(Endpoint(service, ipv4, ipv6, port), checked)
 
 
 class SpanSink:

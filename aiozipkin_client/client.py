@@ -262,9 +262,10 @@ class ClientTracing:
     ) -> None:
         # Runs in aiohttp's body-writer task, which may outlive the response headers.
         hop = live_hop(ctx.state)
-        size = sent_bytes(params.chunk)
-        if hop is not None and size:
-            hop.body_chunk(size, time())
+        if hop is not None:
+            size = sent_bytes(params.chunk)
+            if size:
+                hop.body_chunk(size, time())
 
     @_signal
     def on_response_chunk_received(

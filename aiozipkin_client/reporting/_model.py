@@ -40,6 +40,7 @@ __all__ = (
     "encode_batch",
     "encode_span",
     "endpoint",
+    "endpoint_from_addresses",
     "span_from_record",
     "span_name",
     "tag_value",
@@ -243,9 +244,17 @@ def endpoint(service: object, ipv4: object, ipv6: object, port: object) -> Endpo
     What is not valid is left out; None when nothing is left. An IPv4-mapped IPv6 address goes
     in the ipv4 field, as the spec prefers; an IPv6 zone is dropped (it is local to the host).
     """
+    return endpoint_from_addresses(service, _ipv4(ipv4), _ipv6(ipv6), port)
+
+
+def endpoint_from_addresses(
+    service: object,
+    address4: ipaddress.IPv4Address | None,
+    address6: ipaddress.IPv6Address | None,
+    port: object,
+) -> Endpoint | None:
+    """:func:`endpoint` for addresses already parsed (the rules for the rest are the same)."""
     name = service.lower() if isinstance(service, str) and service.strip() else None
-    address4 = _ipv4(ipv4)
-    address6 = _ipv6(ipv6)
     if address6 is not None and address6.ipv4_mapped is not None:
         address4 = address4 or address6.ipv4_mapped
         address6 = None
