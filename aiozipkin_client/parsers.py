@@ -276,8 +276,8 @@ def error_value(
     The message is untrusted text (any exception may quote a URL, a Location header or a
     connection string), so it goes through the same rules as ``http.url`` wherever it looks like
     a URL or a query: user info and fragments dropped, values of sensitive parameters masked
-    (``sensitive_params``: lowercase names, as for :func:`redact_url`); control characters become spaces and it is cut at
-    ``ERROR_MESSAGE_LIMIT`` characters. aiohttp's response errors give status and reason only
+    (``sensitive_params``: lowercase names, as for :func:`redact_url`); control characters become
+    spaces and it is cut at ``ERROR_MESSAGE_LIMIT`` characters. aiohttp's response errors give status and reason only
     (their text is mostly the URL). The class name alone when there is no message
     (``CancelledError``, most timeouts) or when the message cannot be had. It never raises.
 
@@ -354,6 +354,17 @@ def _mask_params(text: str, sensitive: Collection[str]) -> str:
     return "".join(pieces)
 
 
+def _redact_parts(text: str, sensitive: Collection[str]) -> str:
+    """The URL-like parts of ``text`` redacted: user info, fragments, secret parameter values.
+
+    The one sequence of rules for error text and for query values one level down.
+    """
+    text = _AUTHORITY_USER_INFO.sub("//", text)
+    text = _BARE_USER_INFO.sub("", text)
+    text = _HASHED_TOKEN.sub(_drop_fragment, text)
+    return _mask_params(text, sensitive)
+
+
 def _redact_text(text: str, sensitive: Collection[str]) -> str:
     """Free text with every URL-like part redacted by the rules of :func:`redact_url`."""
     cut = len(text) > ERROR_MESSAGE_LIMIT
@@ -362,11 +373,7 @@ def _redact_text(text: str, sensitive: Collection[str]) -> str:
         # The cut may split a URL whose user info ends further on: its "@" would be lost and
         # the user info kept. The last, possibly partial, word goes whole.
         del words[-1:]
-    text = " ".join(words)
-    text = _AUTHORITY_USER_INFO.sub("//", text)
-    text = _BARE_USER_INFO.sub("", text)
-    text = _HASHED_TOKEN.sub(_drop_fragment, text)
-    text = _mask_params(text, sensitive).strip()
+    text = _redact_parts(" ".join(words), sensitive).strip()
     if cut:
         return f"{text} …" if text else "…"
     return text
@@ -388,10 +395,7 @@ def _redact_nested(value: str, sensitive: Collection[str]) -> str:
     """
     if "@" not in value and "=" not in value:
         return value
-    value = _AUTHORITY_USER_INFO.sub("//", value)
-    value = _BARE_USER_INFO.sub("", value)
-    value = _HASHED_TOKEN.sub(_drop_fragment, value)
-    return _mask_params(value, sensitive)
+    return _redact_parts(value, sensitive)
 
 
 def _query_value(name: str, value: str, sensitive: Collection[str]) -> str:

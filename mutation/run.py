@@ -85,8 +85,8 @@ AREAS = (
     ),
     Area(
         # redact_url with the query values it redacts one level down (_redact_nested); the text
-        # rules both share (_mask_params, _drop_fragment, the patterns) count as error
-        # redaction, whose free text exercises every one of them.
+        # rules both share (_redact_parts, _mask_params, _drop_fragment, the patterns) count as
+        # error redaction, whose free text exercises every one of them.
         "URL redaction",
         "aiozipkin_client/parsers.py",
         (
@@ -106,6 +106,7 @@ AREAS = (
             "aiozipkin_client.parsers.xǁErrorTaggingǁ*",
             "aiozipkin_client.parsers.x_run_response_parser*",
             "aiozipkin_client.parsers.x__redact_text*",
+            "aiozipkin_client.parsers.x__redact_parts*",
             "aiozipkin_client.parsers.x__mask_params*",
             "aiozipkin_client.parsers.x__drop_fragment*",
         ),
