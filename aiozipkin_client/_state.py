@@ -2,8 +2,13 @@
 
 A request is one call to ``session.request()``; it has one or more *hops* (HTTP exchanges: the
 first request and one per followed redirect). Each recorded hop becomes one CLIENT span. Hops
-collect their data here and are turned into an aiozipkin span only when they end, so nothing is
-ever registered in the tracer's table of unfinished spans while the request is in flight.
+collect their data here and are turned into a span only when they end, so nothing is ever
+registered in the tracer's table of unfinished spans while the request is in flight.
+
+The request itself keeps its state on the trace context aiohttp makes for it anyway
+(:class:`TraceConfigContext`), and a hop records its events directly as the span's annotations
+(epoch microseconds, as aiozipkin converts them), so the common request allocates no more than
+it reports.
 
 Everything a hop keeps is bounded: a fixed set of fields, one annotation per event kind (a
 connection phase can repeat only as often as aiohttp retries it), and counters instead of
@@ -22,9 +27,9 @@ from yarl import URL
 
 from .annotations import Phase
 from .parsers import RequestView
-from .reporting._model import annotation_value, span_name, tag_value
+from .reporting._model import Annotation, annotation_value, span_name, tag_value
 
-__all__ = ("Hop", "RequestState", "TraceConfigContext")
+__all__ = ("Hop", "TraceConfigContext")
 
 
 class Hop:
@@ -33,30 +38,39 @@ class Hop:
     It is also the :class:`~aiozipkin_client.parsers.SpanCustomizer` handed to parsers.
     """
 
-    __slots__ = (
-        "_headers",
-        "_view",
-        "active",
-        "annotations",
-        "body_bytes",
-        "body_first",
-        "body_last",
-        "children",
-        "closed",
-        "context",
-        "end",
-        "headers_sent",
-        "method",
-        "phase_starts",
-        "phase_totals",
-        "recording",
-        "reported",
-        "span_name",
-        "start",
-        "tags",
-        "unwatch",
-        "url",
-    )
+    # No __slots__: the fields most hops never change are class attributes, so making a hop
+    # (every request does) sets only what differs. None of them is mutable.
+    _view: RequestView | None = None
+    #: A redirect hop is prepared (ids allocated, headers injected) before aiohttp sends it; it
+    #: becomes active once aiohttp starts connecting for it.
+    active = False
+    headers_sent = False
+    #: The exchange is over (``end`` is set).
+    closed = False
+    #: Handed to the tracer.
+    reported = False
+    end: float | None = None
+    span_name: str | None = None
+    #: True once an annotation was not later than the one before it (an explicit timestamp, a
+    #: clock step, two in one microsecond): then they are put in time order, each once, when
+    #: the span is reported.
+    disordered = False
+    #: Connection phases: made at the first one (a request on a pooled connection has none).
+    phase_starts: dict[Phase, float] | None = None
+    phase_totals: dict[Phase, float] | None = None
+    #: (phase, start, end) for connection_phases="spans".
+    children: list[tuple[Phase, float, float]] | None = None
+    #: Request body bytes sent, and when the first and last chunk went.
+    body_bytes = 0
+    body_first: float | None = None
+    body_last: float | None = None
+    #: Detaches the callbacks that wait for the response body to end.
+    unwatch: Callable[[], None] | None = None
+    #: Set for recorded hops only: unsampled hops keep ids and headers alone (every handler
+    #: checks ``recording`` before it reads these).
+    tags: dict[str, str]
+    #: In the order recorded (see ``disordered``).
+    annotations: list[Annotation]
 
     def __init__(
         self,
@@ -70,33 +84,11 @@ class Hop:
         self.method = method
         self.url = url
         self._headers = headers
-        self._view: RequestView | None = None
         self.start = start
-        self.recording = bool(context.sampled)
-        # A redirect hop is prepared (ids allocated, headers injected) before aiohttp sends it;
-        # it becomes active once aiohttp starts connecting for it.
-        self.active = False
-        self.headers_sent = False
-        # closed: the exchange is over (end is set); reported: handed to the tracer.
-        self.closed = False
-        self.reported = False
-        self.end: float | None = None
-        if not self.recording:
-            # Not sampled: ids and headers only. The fields below are read only for hops that
-            # record (every handler checks ``recording`` first), so they are not even set.
-            return
-        self.span_name: str | None = None
-        self.tags: dict[str, str] = {}
-        self.annotations: list[tuple[float, str]] = []
-        self.phase_starts: dict[Phase, float] = {}
-        self.phase_totals: dict[Phase, float] = {}
-        # (phase, start, end) for connection_phases="spans".
-        self.children: list[tuple[Phase, float, float]] = []
-        self.body_bytes = 0
-        self.body_first: float | None = None
-        self.body_last: float | None = None
-        # Detaches the callbacks that wait for the response body to end.
-        self.unwatch: Callable[[], None] | None = None
+        self.recording = recording = bool(context.sampled)
+        if recording:
+            self.tags = {}
+            self.annotations = []
 
     @property
     def request(self) -> RequestView:
@@ -108,13 +100,21 @@ class Hop:
 
     def event(self, value: str, timestamp: float | None = None) -> None:
         """Record one of our own events (a non-empty constant: nothing to check)."""
-        self.annotations.append((time() if timestamp is None else timestamp, value))
+        # aiozipkin's make_timestamp() conversion, so our timestamps match its spans' exactly.
+        at = int((time() if timestamp is None else timestamp) * 1000 * 1000)
+        annotations = self.annotations
+        if annotations and at <= annotations[-1].timestamp:
+            self.disordered = True
+        annotations.append(Annotation(at, value))
 
     # SpanCustomizer, for parsers. Their values are checked here, as they enter, and never again.
     def name(self, name: str) -> None:
         self.span_name = span_name(name)
 
     def tag(self, key: str, value: str) -> None:
+        if type(key) is str and type(value) is str and key:
+            self.tags[key] = value  # what tag_value() would keep, without the tuple
+            return
         tag = tag_value(key, value)
         if tag is not None:
             self.tags[tag[0]] = tag[1]
@@ -122,23 +122,31 @@ class Hop:
     def annotate(self, value: str, timestamp: float | None = None) -> None:
         text = annotation_value(value)
         if text is not None:
-            self.annotations.append((time() if timestamp is None else timestamp, text))
+            self.event(text, timestamp)
 
     # Connection phases
     def phase_start(self, phase: Phase, now: float, as_annotations: bool) -> None:
-        self.phase_starts[phase] = now
+        starts = self.phase_starts
+        if starts is None:
+            starts = self.phase_starts = {}
+        starts[phase] = now
         if as_annotations:
             self.event(phase.start, now)
 
     def phase_end(self, phase: Phase, now: float, as_annotations: bool) -> None:
-        started = self.phase_starts.pop(phase, None)
+        starts = self.phase_starts
+        started = None if starts is None else starts.pop(phase, None)
         if started is None:
             return  # an end without its start: nothing to measure
-        total = self.phase_totals.get(phase, 0.0) + (now - started)
-        self.phase_totals[phase] = total
+        totals = self.phase_totals
+        if totals is None:
+            totals = self.phase_totals = {}
+        total = totals[phase] = totals.get(phase, 0.0) + (now - started)
         self.tags[phase.duration_tag] = f"{total * 1000:.3f}"
         if as_annotations:
             self.event(phase.end, now)
+        elif self.children is None:
+            self.children = [(phase, started, now)]
         else:
             self.children.append((phase, started, now))
 
@@ -149,33 +157,28 @@ class Hop:
         self.body_bytes += size
 
 
-class RequestState:
-    """What one traced request needs between aiohttp's signals."""
-
-    __slots__ = ("ended", "hop", "injected", "parent_span_id", "previous", "propagate")
-
-    def __init__(self, parent_span_id: str | None, propagate: bool) -> None:
-        self.parent_span_id = parent_span_id
-        self.propagate = propagate
-        # True once this package wrote B3 headers into the request's headers.
-        self.injected = False
-        # The hop in flight, prepared (after a redirect) or waiting for its response body.
-        self.hop: Hop | None = None
-        # A redirected hop whose span waits for the next hop to start: if the request fails
-        # before that (too many redirects, a bad Location), the error belongs to it.
-        self.previous: Hop | None = None
-        # aiohttp sent on_request_end or on_request_exception.
-        self.ended = False
-
-
 class TraceConfigContext(SimpleNamespace):
-    """aiohttp's per-request trace context, with our state as one typed attribute."""
+    """aiohttp's per-request trace context, which also keeps what one traced request needs
+    between aiohttp's signals.
+
+    The class attributes are the state of a request this trace config does not trace (excluded,
+    or ``on_request_start`` never ran): ``ended`` is True until ``on_request_start`` takes it.
+    """
 
     trace_request_ctx: object
-    state: RequestState | None
+    #: Nothing more to do: not traced, or aiohttp sent on_request_end or on_request_exception.
+    ended: bool = True
+    #: The hop in flight, prepared (after a redirect) or waiting for its response body.
+    hop: Hop | None = None
+    #: A redirected hop whose span waits for the next hop to start: if the request fails before
+    #: that (too many redirects, a bad Location), the error belongs to it.
+    previous: Hop | None = None
+    #: The caller's ``propagate_headers`` (aiozipkin's ``trace_request_ctx`` option).
+    propagate: bool = True
+    #: True once this package wrote B3 headers into the request's headers.
+    injected: bool = False
 
     def __init__(self, trace_request_ctx: object = None) -> None:
         # What SimpleNamespace(trace_request_ctx=...) does, without its keyword handling:
         # aiohttp makes one of these for every request.
         self.trace_request_ctx = trace_request_ctx
-        self.state = None

@@ -1,7 +1,7 @@
 """Client instrumentation: :func:`make_trace_config` and one thin method per aiohttp signal.
 
-Each signal method finds the request's :class:`~aiozipkin_client._state.RequestState` on aiohttp's
-trace context and delegates; the order of work per hop is fixed: sample, allocate ids, inject,
+Each signal method finds the request's state on aiohttp's trace context
+(:class:`~aiozipkin_client._state.TraceConfigContext`) and delegates; the order of work per hop is fixed: sample, allocate ids, inject,
 parse the request; then, at the end, parse the response or error, and report.
 
 Do no harm: every signal method runs inside a guard that logs and swallows exceptions, so a bug
@@ -16,15 +16,18 @@ import logging
 import re
 import reprlib
 import sys
+import weakref
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
+from random import getrandbits
 from time import time
 from types import SimpleNamespace
 from typing import Final, Literal, TypeVar
 
 import aiohttp
 from aiohttp import ClientConnectionError, ClientResponse, ClientResponseError, hdrs
-from aiozipkin.helpers import CLIENT, TraceContext
+from aiozipkin.aiohttp_helpers import zipkin_context
+from aiozipkin.helpers import CLIENT, Endpoint, TraceContext
 from aiozipkin.tracer import Tracer
 from aiozipkin.utils import generate_random_128bit_string
 from multidict import CIMultiDict, CIMultiDictProxy, MutableMultiMapping
@@ -35,7 +38,7 @@ from ._context import current_context, to_context
 from ._duplicates import DuplicateCheck
 from ._options import require_callable, require_collection, require_tracer
 from ._spans import Remote, SpanSink, remote_endpoint, span_id
-from ._state import Hop, RequestState, TraceConfigContext
+from ._state import Hop, TraceConfigContext
 from .annotations import (
     BODY_RECEIVED,
     CONNECT,
@@ -59,6 +62,7 @@ from .annotations import (
 )
 from .parsers import (
     ERROR,
+    HTTP_STATUS_CODE,
     ErrorTagging,
     HttpRequestParser,
     RequestParser,
@@ -73,7 +77,7 @@ from .parsers import (
     tag_status,
 )
 from .propagation import B3Format, inject, is_valid_parent, remove_b3_headers
-from .reporting._model import span_name
+from .reporting._model import in_time_order, span_name
 from .sampling import RequestSampler, decide
 
 __all__ = ("make_trace_config",)
@@ -88,6 +92,8 @@ _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 #: The Location schemes aiohttp follows; "" is a scheme-relative or relative reference.
 _FOLLOWED_SCHEMES: Final = frozenset({"http", "https", ""})
 _REMOTE_CACHE_SIZE: Final = 256
+#: Not in the table of remote endpoints (whose values may be None).
+_UNKNOWN: Final = Remote(Endpoint(None, None, None, None), None)
 
 #: Every client signal aiohttp sends (the same 16 in 3.10 to 3.14); ClientTracing has a method
 #: of the same name for each.
@@ -143,9 +149,13 @@ def _signal(
         try:
             method(self, session, ctx, params)
         except Exception:
-            log.exception("aiozipkin_client: %s failed; the request goes on", method.__name__)
+            _handler_failed(method.__name__)
 
     return receiver
+
+
+def _handler_failed(name: str) -> None:
+    log.exception("aiozipkin_client: %s failed; the request goes on", name)
 
 
 class ClientTracing:
@@ -164,6 +174,14 @@ class ClientTracing:
             getattr(tracer, "_ignored_exceptions", None), settings.request_parser
         )
         self._sink = SpanSink(tracer)
+        # Read on every request: kept as attributes of their own.
+        self._exclude = settings.exclude
+        self._sampler = settings.sampler
+        self._propagate_to = settings.propagate_to
+        self._b3_format = settings.b3_format
+        self._response_parser = settings.response_parser
+        self._service_namer = settings.remote_service_name
+        self._last_session: weakref.ref[aiohttp.ClientSession] | None = None
         # (service, host, port) -> remote endpoint; bounded, see _remote_endpoint.
         self._remotes: dict[tuple[str | None, str | None, int | None], Remote | None] = {}
         self._warned_parent = False
@@ -173,39 +191,67 @@ class ClientTracing:
 
     # -- request lifecycle ---------------------------------------------------------------------
 
-    @_signal
-    def on_request_start(
+    # The handlers aiohttp calls for every request are written out rather than wrapped by
+    # @_signal: the same guard, without a call more per signal.
+
+    async def on_request_start(
         self,
         session: aiohttp.ClientSession,
-        ctx: TraceConfigContext,
+        ctx: SimpleNamespace,
         params: aiohttp.TraceRequestStartParams,
     ) -> None:
-        self.duplicate_check.check(session)
-        settings = self._settings
-        url = params.url
-        for matches in settings.exclude:
-            if matches(url):
-                return
-        explicit_parent, propagate = read_trace_request_ctx(ctx.trace_request_ctx)
-        parent = self._parent(explicit_parent)
-        method, headers = params.method, params.headers
-        trace_id = parent.trace_id if parent is not None else generate_random_128bit_string()
-        sampled, debug = decide(
-            parent,
-            trace_id,
-            # Made only if a request sampler is asked.
-            lambda: RequestView(method, url, CIMultiDictProxy(headers)),
-            settings.sampler,
-            self._tracer_sampler,
-        )
-        state = RequestState(parent.span_id if parent is not None else None, propagate)
-        # trace_id, parent_id, span_id, sampled, debug, shared
-        context = TraceContext(trace_id, state.parent_span_id, span_id(), sampled, debug, False)
-        hop = self._start_hop(context, method, url, headers, time())
-        hop.active = True
-        state.hop = hop
-        self._inject(state, hop, params.headers)
-        ctx.state = state
+        if not isinstance(ctx, TraceConfigContext):
+            return
+        try:
+            last = self._last_session
+            if last is None or last() is not session:
+                self._last_session = weakref.ref(session)
+                self.duplicate_check.check(session)
+            url = params.url
+            for matches in self._exclude:
+                if matches(url):
+                    return
+            request_ctx = ctx.trace_request_ctx
+            if request_ctx is None:
+                # _parent(None), written out: this is nearly every request's path.
+                parent = zipkin_context.get()
+                if parent is not None and not self._usable(parent, "the current span"):
+                    parent = None
+            else:
+                explicit_parent, ctx.propagate = read_trace_request_ctx(request_ctx)
+                parent = self._parent(explicit_parent)
+            method, headers = params.method, params.headers
+            if parent is None:
+                trace_id, parent_id = generate_random_128bit_string(), None
+            else:
+                trace_id, parent_id = parent.trace_id, parent.span_id
+            sampler = self._sampler
+            sampled, debug = decide(
+                parent,
+                trace_id,
+                # Made only if a request sampler is asked.
+                None
+                if sampler is None
+                else lambda: RequestView(method, url, CIMultiDictProxy(headers)),
+                sampler,
+                self._tracer_sampler,
+            )
+            # trace_id, parent_id, span_id, sampled, debug, shared
+            context = TraceContext(
+                trace_id, parent_id, f"{getrandbits(64):016x}", sampled, debug, False
+            )
+            hop = self._start_hop(context, method, url, headers, time())
+            hop.active = True
+            ctx.hop = hop
+            ctx.ended = False
+            if ctx.propagate:
+                # _inject(), written out for the first hop (nothing injected yet).
+                allowed = self._propagate_to
+                if allowed is None or allowed(url):
+                    inject(headers, context, self._b3_format)
+                    ctx.injected = True
+        except Exception:
+            _handler_failed("on_request_start")
 
     @_signal
     def on_request_redirect(
@@ -214,96 +260,121 @@ class ClientTracing:
         ctx: TraceConfigContext,
         params: aiohttp.TraceRequestRedirectParams,
     ) -> None:
-        state = ctx.state
-        if state is None or state.hop is None:
+        ended = ctx.hop
+        if ended is None:
             return
         now = time()
-        ended = state.hop
         if ended.recording:
             ended.event(WIRE_RECEIVE, now)
             ended.event(REDIRECT, now)
-        self._close_hop(ended, now, params.response, None)
-        self._report_previous(state)
-        state.previous = ended
+        response = params.response
+        self._close_hop(ended, now, response.status, response.headers, None)
+        self._report_previous(ctx)
+        ctx.previous = ended
         target = redirect_target(
             params.method, params.url, params.response, session.requote_redirect_url
         )
         if target is None:
             # aiohttp will stop here (no Location) or fail; there is no next hop to prepare.
             # Should it send one all the same, it must not carry this hop's ids anywhere.
-            state.hop = None
-            if state.injected:
+            ctx.hop = None
+            if ctx.injected:
                 remove_b3_headers(params.headers)
-                state.injected = False
+                ctx.injected = False
             return
         method, url = target
         context = ended.context._replace(span_id=span_id())
-        state.hop = self._start_hop(context, method, url, params.headers, now)
-        self._inject(state, state.hop, params.headers)
+        hop = ctx.hop = self._start_hop(context, method, url, params.headers, now)
+        self._inject(ctx, hop, params.headers)
 
-    @_signal
-    def on_request_headers_sent(
+    # The four handlers aiohttp calls for every request are written out rather than wrapped
+    # by @_signal (the same guard, one call less each).
+
+    async def on_request_headers_sent(
         self,
         session: aiohttp.ClientSession,
-        ctx: TraceConfigContext,
+        ctx: SimpleNamespace,
         params: aiohttp.TraceRequestHeadersSentParams,
     ) -> None:
-        hop = self._activate(ctx.state)
-        if hop is not None:
-            hop.headers_sent = True
-            hop.event(WIRE_SEND)
+        if not isinstance(ctx, TraceConfigContext) or ctx.hop is None:
+            return
+        try:
+            hop = self._activate(ctx)
+            if hop is not None:
+                hop.headers_sent = True
+                hop.event(WIRE_SEND)
+        except Exception:
+            _handler_failed("on_request_headers_sent")
 
-    @_signal
-    def on_request_chunk_sent(
+    async def on_request_chunk_sent(
         self,
         session: aiohttp.ClientSession,
-        ctx: TraceConfigContext,
+        ctx: SimpleNamespace,
         params: aiohttp.TraceRequestChunkSentParams,
     ) -> None:
         # Runs in aiohttp's body-writer task, which may outlive the response headers.
-        hop = live_hop(ctx.state)
-        if hop is not None:
-            size = sent_bytes(params.chunk)
-            if size:
-                hop.body_chunk(size, time())
+        if not isinstance(ctx, TraceConfigContext) or ctx.hop is None:
+            return
+        try:
+            hop = live_hop(ctx)
+            if hop is not None:
+                size = sent_bytes(params.chunk)
+                if size:
+                    hop.body_chunk(size, time())
+        except Exception:
+            _handler_failed("on_request_chunk_sent")
 
-    @_signal
-    def on_response_chunk_received(
+    async def on_response_chunk_received(
         self,
         session: aiohttp.ClientSession,
-        ctx: TraceConfigContext,
+        ctx: SimpleNamespace,
         params: aiohttp.TraceResponseChunkReceivedParams,
     ) -> None:
         # aiohttp sends this from read() once the whole body is in, which is after the
         # stream's end-of-body callback closed the span: then it is dropped here.
-        hop = live_hop(ctx.state)
-        if hop is not None:
-            hop.event(BODY_RECEIVED)
+        if not isinstance(ctx, TraceConfigContext) or ctx.hop is None:
+            return
+        try:
+            hop = live_hop(ctx)
+            if hop is not None:
+                hop.event(BODY_RECEIVED)
+        except Exception:
+            _handler_failed("on_response_chunk_received")
 
-    @_signal
-    def on_request_end(
+    async def on_request_end(
         self,
         session: aiohttp.ClientSession,
-        ctx: TraceConfigContext,
+        ctx: SimpleNamespace,
         params: aiohttp.TraceRequestEndParams,
     ) -> None:
-        state = ctx.state
-        if state is None or state.ended:
+        if not isinstance(ctx, TraceConfigContext) or ctx.ended:
             return
-        state.ended = True
-        hop = state.hop
-        if hop is None or not hop.active:
-            # The last redirect had no Location and aiohttp returned that 3xx response: the
-            # prepared hop was never sent, and the response belongs to the previous hop.
-            state.hop = None
-            self._report_previous(state)
-            return
-        self._report_previous(state)
-        if not hop.recording:
-            state.hop = None
-            return
-        hop.event(WIRE_RECEIVE)
-        self._watch_body(state, hop, params.response)
+        try:
+            ctx.ended = True
+            hop = ctx.hop
+            if hop is None or not hop.active:
+                # The last redirect had no Location and aiohttp returned that 3xx response: the
+                # prepared hop was never sent, and the response belongs to the previous hop.
+                ctx.hop = None
+                self._report_previous(ctx)
+                return
+            if ctx.previous is not None:
+                self._report_previous(ctx)
+            if not hop.recording:
+                ctx.hop = None
+                return
+            now = time()
+            hop.event(WIRE_RECEIVE, now)
+            response = params.response
+            status, content = response.status, response.content
+            if status == 101 or content.is_eof():
+                # Nothing more to wait for (no body, or a protocol upgrade handed the
+                # connection over to a WebSocket whose lifetime is not this exchange's).
+                self._end_body(ctx, hop, status, response.headers, content, None, None, now)
+            else:
+                self._watch_body(ctx, hop, response)
+        except Exception:
+            _handler_failed("on_request_end")
 
     @_signal
     def on_request_exception(
@@ -312,25 +383,25 @@ class ClientTracing:
         ctx: TraceConfigContext,
         params: aiohttp.TraceRequestExceptionParams,
     ) -> None:
-        state = ctx.state
-        if state is None or state.ended:
+        if ctx.ended:
             return
-        state.ended = True
+        ctx.ended = True
         now = time()
-        hop = state.hop
-        state.hop = None
+        hop = ctx.hop
+        ctx.hop = None
         if hop is not None and hop.active:
-            self._close_hop(hop, now, None, params.exception)
+            self._close_hop(hop, now, None, None, params.exception)
             self._report(hop)
-        elif state.previous is not None:
+        elif ctx.previous is not None:
             # Failed between a redirect response and the next hop's first byte (too many
             # redirects, a Location that is not a URL): the error belongs to the redirect.
-            state.previous.end = now
-            if state.previous.recording:
+            previous = ctx.previous
+            previous.end = now
+            if previous.recording:
                 value = self._errors.value(params.exception)
                 if value is not None:
-                    state.previous.tag(ERROR, value)
-        self._report_previous(state)
+                    previous.tag(ERROR, value)
+        self._report_previous(ctx)
 
     # -- connection --------------------------------------------------------------------------
 
@@ -341,7 +412,7 @@ class ClientTracing:
         ctx: TraceConfigContext,
         params: aiohttp.TraceConnectionQueuedStartParams,
     ) -> None:
-        hop = self._activate(ctx.state)
+        hop = self._activate(ctx)
         if hop is not None:
             self._note_attempt(hop)
             hop.phase_start(QUEUE, time(), self._annotate_phases)
@@ -353,7 +424,7 @@ class ClientTracing:
         ctx: TraceConfigContext,
         params: aiohttp.TraceConnectionQueuedEndParams,
     ) -> None:
-        hop = live_hop(ctx.state)
+        hop = live_hop(ctx)
         if hop is not None:
             hop.phase_end(QUEUE, time(), self._annotate_phases)
 
@@ -364,9 +435,9 @@ class ClientTracing:
         ctx: TraceConfigContext,
         params: aiohttp.TraceConnectionCreateStartParams,
     ) -> None:
-        hop = self._activate(ctx.state)
+        hop = self._activate(ctx)
         if hop is not None:
-            if QUEUE not in hop.phase_starts:
+            if not hop.phase_starts or QUEUE not in hop.phase_starts:
                 self._note_attempt(hop)
             hop.tags[REUSED] = "false"
             hop.phase_start(CONNECT, time(), self._annotate_phases)
@@ -378,22 +449,27 @@ class ClientTracing:
         ctx: TraceConfigContext,
         params: aiohttp.TraceConnectionCreateEndParams,
     ) -> None:
-        hop = live_hop(ctx.state)
+        hop = live_hop(ctx)
         if hop is not None:
             hop.phase_end(CONNECT, time(), self._annotate_phases)
 
-    @_signal
-    def on_connection_reuseconn(
+    async def on_connection_reuseconn(
         self,
         session: aiohttp.ClientSession,
-        ctx: TraceConfigContext,
+        ctx: SimpleNamespace,
         params: aiohttp.TraceConnectionReuseconnParams,
     ) -> None:
-        hop = self._activate(ctx.state)
-        if hop is not None:
-            self._note_attempt(hop)
-            hop.tags[REUSED] = "true"
-            hop.event(CONNECTION_REUSED)
+        if not isinstance(ctx, TraceConfigContext) or ctx.hop is None:
+            return
+        try:
+            hop = self._activate(ctx)
+            if hop is not None:
+                if hop.headers_sent:
+                    self._note_attempt(hop)
+                hop.tags[REUSED] = "true"
+                hop.event(CONNECTION_REUSED)
+        except Exception:
+            _handler_failed("on_connection_reuseconn")
 
     # -- DNS: these may run in aiohttp's resolver task, even after the request ended ---------
 
@@ -404,7 +480,7 @@ class ClientTracing:
         ctx: TraceConfigContext,
         params: aiohttp.TraceDnsResolveHostStartParams,
     ) -> None:
-        hop = live_hop(ctx.state)
+        hop = live_hop(ctx)
         if hop is not None:
             hop.phase_start(DNS, time(), self._annotate_phases)
 
@@ -415,7 +491,7 @@ class ClientTracing:
         ctx: TraceConfigContext,
         params: aiohttp.TraceDnsResolveHostEndParams,
     ) -> None:
-        hop = live_hop(ctx.state)
+        hop = live_hop(ctx)
         if hop is not None:
             hop.phase_end(DNS, time(), self._annotate_phases)
 
@@ -426,7 +502,7 @@ class ClientTracing:
         ctx: TraceConfigContext,
         params: aiohttp.TraceDnsCacheHitParams,
     ) -> None:
-        hop = live_hop(ctx.state)
+        hop = live_hop(ctx)
         if hop is not None:
             hop.tags[DNS_CACHE] = "hit"
             hop.event(DNS_CACHE_HIT)
@@ -438,7 +514,7 @@ class ClientTracing:
         ctx: TraceConfigContext,
         params: aiohttp.TraceDnsCacheMissParams,
     ) -> None:
-        hop = live_hop(ctx.state)
+        hop = live_hop(ctx)
         if hop is not None:
             hop.tags[DNS_CACHE] = "miss"
             hop.event(DNS_CACHE_MISS)
@@ -497,24 +573,24 @@ class ClientTracing:
                     # Ours, not a subclass: it needs no RequestView, and its name and tags are
                     # strings the customizer would take as they are.
                     hop.span_name = span_name(method)
-                    hop.tags.update(parser.tags(method, url))
+                    parser.set_tags(method, url, hop.tags)
                 else:
                     parser(hop.request, hop)
             except Exception:
                 log.exception("request_parser failed; the span keeps what it had")
         return hop
 
-    def _activate(self, state: RequestState | None) -> Hop | None:
+    def _activate(self, ctx: TraceConfigContext) -> Hop | None:
         """A connection attempt or the headers show the prepared hop is really being sent.
 
         Returns the hop when it is being recorded.
         """
-        if state is None or state.ended or state.hop is None:
+        hop = ctx.hop
+        if hop is None or ctx.ended:
             return None
-        hop = state.hop
         if not hop.active:
             hop.active = True
-            self._report_previous(state)
+            self._report_previous(ctx)
         return hop if hop.recording and not hop.closed else None
 
     @staticmethod
@@ -525,39 +601,33 @@ class ClientTracing:
             hop.headers_sent = False
             hop.event(RETRY)
 
-    def _watch_body(self, state: RequestState, hop: Hop, response: ClientResponse) -> None:
+    def _watch_body(self, ctx: TraceConfigContext, hop: Hop, response: ClientResponse) -> None:
         """Keep the span open until the response body is complete, released, or lost."""
-        content = response.content
-        if response.status == 101 or content.is_eof():
-            # Nothing more to wait for (no body, or a protocol upgrade handed the connection
-            # over to a WebSocket whose lifetime is not this exchange's).
-            self._end_body(state, hop, response, None)
-            return
+        status, headers, content = response.status, response.headers, response.content
         connection = response.connection
         protocol = connection.protocol if connection is not None else None
         if connection is None or protocol is None:
-            self._end_body(state, hop, response, RESPONSE_RELEASED)
+            self._end_body(ctx, hop, status, headers, content, RESPONSE_RELEASED)
             return
         lost = closed_future(protocol)
         # The callbacks keep the status, headers and body stream, never the response itself, so
         # a response the caller drops can still be collected (and release its connection).
-        ended = (response.status, response.headers, content)
 
         def on_eof() -> None:
-            self._end_body(state, hop, ended, None)
+            self._end_body(ctx, hop, status, headers, content, None)
 
         def on_release() -> None:
             # aiohttp releases the connection from its own end-of-body callback, which runs
             # before ours: a release at EOF is the body completing, not the caller letting go.
             if content.is_eof():
-                self._end_body(state, hop, ended, None)
+                self._end_body(ctx, hop, status, headers, content, None)
                 return
             # Where aiohttp cannot tell us when a connection closes, this is where we learn it.
             early = RESPONSE_RELEASED if is_connected(protocol) else CONNECTION_LOST
-            self._end_body(state, hop, ended, early, interrupted_by())
+            self._end_body(ctx, hop, status, headers, content, early, interrupted_by())
 
         def on_lost(_: object) -> None:
-            self._end_body(state, hop, ended, CONNECTION_LOST)
+            self._end_body(ctx, hop, status, headers, content, CONNECTION_LOST)
 
         def unwatch() -> None:
             # A keep-alive connection outlives this request: leave nothing behind on it.
@@ -572,11 +642,14 @@ class ClientTracing:
 
     def _end_body(
         self,
-        state: RequestState,
+        ctx: TraceConfigContext,
         hop: Hop,
-        response: ClientResponse | tuple[int, CIMultiDictProxy[str], aiohttp.StreamReader],
+        status: int,
+        headers: CIMultiDictProxy[str],
+        content: aiohttp.StreamReader,
         early: str | None,
         cause: BaseException | None = None,
+        now: float | None = None,
     ) -> None:
         """The response is over: the body ended, or it never will (released, lost).
 
@@ -584,12 +657,9 @@ class ClientTracing:
         """
         if hop.closed:
             return
-        if isinstance(response, ClientResponse):
-            status, headers, content = response.status, response.headers, response.content
-        else:
-            status, headers, content = response
         try:
-            now = time()
+            if now is None:
+                now = time()
             if hop.unwatch is not None:
                 hop.unwatch()
                 hop.unwatch = None
@@ -598,9 +668,9 @@ class ClientTracing:
             if early is not None:
                 hop.event(early, now)
                 error = early_end_error(content.exception(), cause, early)
-            self._close_hop(hop, now, None, error, status=status, headers=headers)
-            if state.hop is hop:
-                state.hop = None
+            self._close_hop(hop, now, status, headers, error)
+            if ctx.hop is hop:
+                ctx.hop = None
             self._report(hop)
         except Exception:
             log.exception("aiozipkin_client: ending the span at the response end failed")
@@ -609,11 +679,9 @@ class ClientTracing:
         self,
         hop: Hop,
         now: float,
-        response: ClientResponse | None,
+        status: int | None,
+        headers: CIMultiDictProxy[str] | None,
         error: BaseException | None,
-        *,
-        status: int | None = None,
-        headers: CIMultiDictProxy[str] | None = None,
     ) -> None:
         if hop.closed:
             return
@@ -621,28 +689,41 @@ class ClientTracing:
         hop.end = now
         if not hop.recording:
             return
-        if response is not None:
-            status, headers = response.status, response.headers
-        elif isinstance(error, ClientResponseError) and error.status:
+        if isinstance(error, ClientResponseError) and error.status:
             # raise_for_status: the response arrived; keep its status on the span.
             status = error.status
         if hop.body_first is not None and hop.body_last is not None:
             hop.event(REQUEST_BODY_START, hop.body_first)
             hop.event(REQUEST_BODY_END, hop.body_last)
             hop.tags[REQUEST_SIZE] = str(hop.body_bytes)
-        parser = self._settings.response_parser
+        parser = self._response_parser
         if parser is default_response_parser:
-            # Ours reads the status and error only: no views to build for it.
-            run_response_parser(
-                _tag_outcome, (status, error), hop, hop.tags, error, self._errors, "response_parser"
-            )
+            # Ours reads the status and error only: no views to build for it, and without an
+            # error there is nothing for run_response_parser to keep.
+            if error is None:
+                if status is not None:
+                    # tag_status(status, None, hop), written out: every response comes here.
+                    code = str(status)
+                    hop.tags[HTTP_STATUS_CODE] = code
+                    if status >= 400:
+                        hop.tags[ERROR] = code
+            else:
+                run_response_parser(
+                    _tag_outcome,
+                    (status, error),
+                    hop,
+                    hop.tags,
+                    error,
+                    self._errors,
+                    "response_parser",
+                )
         else:
             view = ResponseView(hop.request, status, headers, error)
             run_response_parser(parser, view, hop, hop.tags, error, self._errors, "response_parser")
 
-    def _report_previous(self, state: RequestState) -> None:
-        if state.previous is not None:
-            previous, state.previous = state.previous, None
+    def _report_previous(self, ctx: TraceConfigContext) -> None:
+        if ctx.previous is not None:
+            previous, ctx.previous = ctx.previous, None
             self._report(previous)
 
     def _report(self, hop: Hop) -> None:
@@ -653,6 +734,11 @@ class ClientTracing:
         if hop.unwatch is not None:
             hop.unwatch()
             hop.unwatch = None
+        url = hop.url
+        remote: Remote | None = _UNKNOWN
+        if self._service_namer is None:
+            # _remote_endpoint's table, read here: the same few hosts, request after request.
+            remote = self._remotes.get((None, url.host, url.port), _UNKNOWN)
         self._sink.report(
             hop.context,
             CLIENT,
@@ -660,32 +746,33 @@ class ClientTracing:
             hop.start,
             hop.end,
             hop.tags,
-            hop.annotations,
-            self._remote_endpoint(hop.url),
+            in_time_order(hop.annotations) if hop.disordered else hop.annotations,
+            self._remote_endpoint(url) if remote is _UNKNOWN else remote,
         )
         if hop.children or (hop.phase_starts and not self._annotate_phases):
             self._report_phases(hop)
         else:
-            hop.phase_starts.clear()
+            hop.phase_starts = None
 
     def _report_phases(self, hop: Hop) -> None:
         """connection_phases="spans": each phase as a child span of the hop's span."""
         assert hop.end is not None
         # A phase cut short (cancelled while resolving, say) ends with the hop.
-        unfinished = [(phase, start, hop.end) for phase, start in hop.phase_starts.items()]
-        hop.phase_starts.clear()
-        for phase, start, end in (*hop.children, *(() if self._annotate_phases else unfinished)):
+        starts, hop.phase_starts = hop.phase_starts or {}, None
+        unfinished = [(phase, start, hop.end) for phase, start in starts.items()]
+        children = hop.children or ()
+        for phase, start, end in (*children, *(() if self._annotate_phases else unfinished)):
             context = hop.context._replace(parent_id=hop.context.span_id, span_id=span_id())
             cut_short = (phase, start, end) in unfinished and ERROR in hop.tags
             tags = {ERROR: hop.tags[ERROR]} if cut_short else {}
-            self._sink.report(context, None, phase.span_name, start, end, tags, (), None)
+            self._sink.report(context, None, phase.span_name, start, end, tags, None, None)
 
     def _remote_endpoint(self, url: URL) -> Remote | None:
         """The remote endpoint, and the fields a Record keeps of it; None when it is empty."""
         service = None
-        if self._settings.remote_service_name is not None:
+        if self._service_namer is not None:
             try:
-                service = self._settings.remote_service_name(url)
+                service = self._service_namer(url)
             except Exception:
                 log.exception("remote_service_name failed for %s", redact_url(url))
         if service is not None and type(service) is not str:
@@ -702,17 +789,17 @@ class ClientTracing:
         remote = self._remotes[key] = remote_endpoint(*key)
         return remote
 
-    def _inject(self, state: RequestState, hop: Hop, headers: MutableMultiMapping[str]) -> None:
-        if not state.propagate:
+    def _inject(self, ctx: TraceConfigContext, hop: Hop, headers: MutableMultiMapping[str]) -> None:
+        if not ctx.propagate:
             return
         allowed = self._settings.propagate_to
         if allowed is None or allowed(hop.url):
             inject(headers, hop.context, self._settings.b3_format)
-            state.injected = True
-        elif state.injected:
+            ctx.injected = True
+        elif ctx.injected:
             # An earlier hop went to an allowed host; this one must not see our ids.
             remove_b3_headers(headers)
-            state.injected = False
+            ctx.injected = False
 
 
 def _short_repr(value: object) -> str:
@@ -724,11 +811,9 @@ def _tag_outcome(outcome: tuple[int | None, BaseException | None], span: SpanCus
     tag_status(outcome[0], outcome[1], span)
 
 
-def live_hop(state: RequestState | None) -> Hop | None:
+def live_hop(ctx: TraceConfigContext) -> Hop | None:
     """The request's hop if it is being recorded and still open; else None (drop the event)."""
-    if state is None:
-        return None
-    hop = state.hop
+    hop = ctx.hop
     if hop is None or hop.closed or not hop.recording:
         return None
     return hop

@@ -170,11 +170,15 @@ class HttpRequestParser:
 
     def tags(self, method: str, url: URL) -> tuple[tuple[str, str], ...]:
         """The tags this parser sets, as (key, value) pairs of non-empty strings."""
-        return (
-            (HTTP_METHOD, method.upper()),
-            (HTTP_PATH, url.path or "/"),
-            (HTTP_URL, str(redact_url(url, self._sensitive))),
-        )
+        tags: dict[str, str] = {}
+        self.set_tags(method, url, tags)
+        return tuple(tags.items())
+
+    def set_tags(self, method: str, url: URL, tags: dict[str, str]) -> None:
+        """Write :meth:`tags` into ``tags``: the span customizer's path, without a tuple."""
+        tags[HTTP_METHOD] = method.upper()
+        tags[HTTP_PATH] = url.path or "/"
+        tags[HTTP_URL] = str(redact_url(url, self._sensitive))
 
 
 #: The request parser :func:`~aiozipkin_client.make_trace_config` uses unless told otherwise.

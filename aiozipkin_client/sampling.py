@@ -37,10 +37,16 @@ class Decision(NamedTuple):
     debug: bool
 
 
+# The three possible decisions, made once: this runs for every request.
+_DEBUG = Decision(sampled=True, debug=True)
+_ACCEPT = Decision(sampled=True, debug=False)
+_DENY = Decision(sampled=False, debug=False)
+
+
 def decide(
     parent: TraceContext | None,
     trace_id: str,
-    request: Callable[[], RequestView],
+    request: Callable[[], RequestView] | None,
     request_sampler: RequestSampler | None,
     tracer_sampler: _TraceIdSampler,
 ) -> Decision:
@@ -52,10 +58,11 @@ def decide(
     """
     if parent is not None:
         if parent.debug:
-            return Decision(sampled=True, debug=True)
+            return _DEBUG
         if parent.sampled is not None:
-            return Decision(sampled=parent.sampled, debug=False)
+            return _ACCEPT if parent.sampled else _DENY
     if request_sampler is not None:
+        assert request is not None, "a request sampler is given the request"
         try:
             verdict = request_sampler(request())
         except Exception:
@@ -63,5 +70,5 @@ def decide(
             log.exception("request sampler failed; using the tracer's sampler")
             verdict = None
         if verdict is not None:
-            return Decision(sampled=bool(verdict), debug=False)
-    return Decision(sampled=tracer_sampler.is_sampled(trace_id), debug=False)
+            return _ACCEPT if verdict else _DENY
+    return _ACCEPT if tracer_sampler.is_sampled(trace_id) else _DENY

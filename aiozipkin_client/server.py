@@ -42,7 +42,7 @@ from .parsers import (
     run_response_parser,
 )
 from .propagation import extract
-from .reporting._model import annotation_value, span_name, tag_value
+from .reporting._model import annotation_value, annotations_of, span_name, tag_value
 
 __all__ = (
     "HTTP_ROUTE",
@@ -295,7 +295,7 @@ class ServerTracing:
             span._start,
             end,
             span._tags,
-            span._annotations,
+            annotations_of(span._annotations),
             remote_endpoint(None, request.remote, None),
         )
 

@@ -184,7 +184,7 @@ def test_the_span_customizer_applies_the_rules_parsers_rely_on() -> None:
     hop.annotate("cache miss", 3.0)
     assert hop.span_name == "get orders"
     assert hop.tags == {"n": "5"}
-    assert hop.annotations == [(3.0, "cache miss")]
+    assert hop.annotations == [Annotation(3_000_000, "cache miss")]
 
 
 # -- the default request parser, through any customizer ------------------------------------

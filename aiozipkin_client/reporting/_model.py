@@ -22,7 +22,7 @@ from __future__ import annotations
 import ipaddress
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from operator import itemgetter
+from operator import attrgetter
 from typing import Any, Final
 
 import msgspec
@@ -41,6 +41,7 @@ __all__ = (
     "encode_span",
     "endpoint",
     "endpoint_from_addresses",
+    "in_time_order",
     "span_from_record",
     "span_name",
     "tag_value",
@@ -49,14 +50,19 @@ __all__ = (
 # aiozipkin names every record "unknown" until told otherwise: that means "not set".
 _PLACEHOLDER_NAME: Final = "unknown"
 _KINDS: Final = frozenset({"CLIENT", "SERVER", "PRODUCER", "CONSUMER"})
-_BY_TIMESTAMP: Final = itemgetter(0)
+_BY_TIMESTAMP: Final = attrgetter("timestamp")
 
 
 class InvalidSpanError(ValueError):
     """A record that cannot become a valid Zipkin span (a missing or malformed identifier)."""
 
 
-class Endpoint(msgspec.Struct, frozen=True, omit_defaults=True):
+# gc=False: these hold only strings, numbers and each other (a span's tag dict and annotation
+# list hold strings and annotations), so they can never be part of a reference cycle, and the
+# garbage collector need not track the thousands a busy buffer holds.
+
+
+class Endpoint(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     """A Zipkin endpoint; build it with :func:`endpoint`, which checks and normalises."""
 
     serviceName: str | None = None
@@ -65,14 +71,14 @@ class Endpoint(msgspec.Struct, frozen=True, omit_defaults=True):
     port: int | None = None
 
 
-class Annotation(msgspec.Struct, frozen=True):
+class Annotation(msgspec.Struct, frozen=True, gc=False):
     """A timestamped event: epoch microseconds and a non-empty value."""
 
     timestamp: int
     value: str
 
 
-class Span(msgspec.Struct, omit_defaults=True):
+class Span(msgspec.Struct, omit_defaults=True, gc=False):
     """One Zipkin v2 span, ready to encode; every value already valid."""
 
     traceId: str
@@ -352,19 +358,28 @@ def annotations_of(events: Iterable[tuple[float, str]]) -> list[Annotation] | No
     already (the span customizer checked them).
     """
     # aiozipkin's make_timestamp() conversion, so our timestamps match its spans' exactly.
-    stamped = [(int(at * 1000 * 1000), value) for at, value in events]
-    if not stamped:
+    return in_time_order([Annotation(int(at * 1000 * 1000), value) for at, value in events])
+
+
+def in_time_order(annotations: list[Annotation]) -> list[Annotation] | None:
+    """``annotations`` in time order, each once; None when there are none.
+
+    The sort is stable: annotations of one microsecond keep the order they were recorded in,
+    and one repeated within a microsecond is kept once (the schema wants unique items).
+    """
+    if not annotations:
         return None
-    stamped.sort(key=_BY_TIMESTAMP)  # stable: events of one instant keep their order
-    annotations = []
+    stamped = sorted(annotations, key=_BY_TIMESTAMP)
+    unique = []
     previous = -1
     same_instant: set[str] = set()
-    for timestamp, value in stamped:
+    for annotation in stamped:
+        timestamp, value = annotation.timestamp, annotation.value
         if timestamp != previous:
             previous = timestamp
             same_instant.clear()
         elif value in same_instant:
             continue
         same_instant.add(value)
-        annotations.append(Annotation(timestamp, value))
-    return annotations
+        unique.append(annotation)
+    return unique
