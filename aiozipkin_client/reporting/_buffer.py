@@ -64,6 +64,9 @@ class _SpanBuffer(Generic[_Item]):
 
     def __init__(self, capacity: int) -> None:
         self._items: deque[_Item] = deque()
+        #: The spans held, oldest first (the same deque for the buffer's whole life): read it,
+        #: never change it.
+        self.items = self._items
         self._capacity = capacity
         self._first = 0  # sequence number of self._items[0]
         self._batch_end = 0  # one past the batch being posted; <= self._first when none

@@ -204,6 +204,7 @@ class ZipkinTransport(TransportABC):
         self._retry_max_delay = float(retry_max_delay)
 
         self._buffer: _SpanBuffer[Span] = _SpanBuffer(max_queue_size)
+        self._queued = self._buffer.items
         self._task: asyncio.Task[None] | None = None
         # Bound to the loop of the background task, so created by it.
         self._wake: asyncio.Event | None = None
@@ -284,15 +285,15 @@ class ZipkinTransport(TransportABC):
         self._enqueue(span)
 
     def _enqueue(self, span: Span) -> None:
-        buffer = self._buffer
-        if buffer.append(span):
+        if self._buffer.append(span):
             self._dropped_queue_full += 1
             self._log_full.add(1, "the collector is unreachable or too slow")
         task = self._task
         if task is None or task.done():
             self._ensure_sender()
         wake = self._wake
-        if wake is not None and len(buffer) >= self._batch_size and not wake.is_set():
+        # The buffer's deque, measured without a call: this runs for every span.
+        if wake is not None and len(self._queued) >= self._batch_size and not wake.is_set():
             wake.set()
 
     async def close(self) -> None:
