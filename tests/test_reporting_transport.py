@@ -283,6 +283,35 @@ async def test_small_bodies_are_not_gzipped(collector: Collector, make_transport
     assert json.loads(post.body) == post.spans
 
 
+async def test_bodies_are_not_gzipped_by_default(
+    collector: Collector, make_transport: Factory
+) -> None:
+    # The default favours the application's CPU (see RATIONALE, *Performance*).
+    transport = make_transport(batch_size=20, send_interval=60)
+    ids = finish_spans(tracer_for(transport), 20, payload="x" * 100)
+
+    (post,) = await collector.wait_for_posts(1)
+
+    assert "Content-Encoding" not in post.headers
+    assert len(post.body) > 1024
+    assert [span["id"] for span in json.loads(post.body)] == ids
+
+
+async def test_a_full_default_batch_is_500_spans_in_one_post(
+    collector: Collector, make_transport: Factory
+) -> None:
+    # No interval flush can interfere: only a full batch (or close) posts.
+    transport = make_transport(send_interval=60)
+    ids = finish_spans(tracer_for(transport), 501)
+
+    (post,) = await collector.wait_for_posts(1)
+
+    assert [span["id"] for span in json.loads(post.body)] == ids[:500]
+    await wait_until(lambda: transport.stats().sent == 500)
+    assert transport.stats().queued == 1
+    assert len(collector.posts) == 1
+
+
 async def test_gzip_can_be_turned_off(collector: Collector, make_transport: Factory) -> None:
     transport = make_transport(batch_size=20, gzip_threshold=None)
     finish_spans(tracer_for(transport), 20, payload="x" * 100)
