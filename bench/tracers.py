@@ -17,8 +17,9 @@ path:
 * ``aiozipkin_client``: this package's ``make_trace_config(tracer)`` with every signal and tag
   (its defaults), reporting through ``aiozipkin_client.create``; the parent is a
   ``TraceContext`` in ``zipkin_context``, the variable ``aiozipkin_client.use_span`` sets;
-* ``empty_config``, ``listen_only`` and ``bare_recorder``: reference points, not tracers (see
-  ``bench.floors``); their parent is in ``bench.floors.PARENT``.
+* ``empty_config``, ``listen_only``, ``bare_recorder`` and ``same_spans``: reference points, not
+  tracers (see ``bench.floors``); their parent is in ``bench.floors.PARENT``, except for
+  ``same_spans``, which stands for our client and takes it as ``aiozipkin_client`` does.
 
 Sampling: the tracers' own rates (``sample_rate`` of both Zipkin tracers, the OpenTelemetry root
 sampler) are set to the mode's rate (1.0, 0.0, 0.01) as a user would, but they are never
@@ -61,8 +62,9 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 
 import aiozipkin_client
+from aiozipkin_client.reporting import ZipkinTransport
 
-from .floors import FLOORS, PARENT, bare_recorder, empty_config, listen_only
+from .floors import FLOORS, PARENT, bare_recorder, empty_config, listen_only, same_spans
 from .workloads import ONE_PERCENT, SAMPLED, SAMPLING_RATES, UNSAMPLED, Parent, Scope
 
 __all__ = ("CONFIGS", "SERVICE", "TRACERS", "Tracing", "start_tracing")
@@ -214,6 +216,15 @@ async def start_tracing(name: str, collector_url: str, sampling: str = SAMPLED) 
             tracer.close,
             rate,
             tracer,
+        )
+    if name == "same_spans":
+        transport = ZipkinTransport(collector_url)
+        return Tracing(
+            name,
+            [same_spans(transport, SERVICE, "127.0.0.1")],
+            _zipkin_scopes,
+            transport.close,
+            rate,
         )
     floors: dict[str, Callable[[], aiohttp.TraceConfig]] = {
         "empty_config": empty_config,
