@@ -92,6 +92,7 @@ _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 #: The Location schemes aiohttp follows; "" is a scheme-relative or relative reference.
 _FOLLOWED_SCHEMES: Final = frozenset({"http", "https", ""})
 _REMOTE_CACHE_SIZE: Final = 256
+_new_tuple: Final = tuple.__new__
 #: Not in the table of remote endpoints (whose values may be None).
 _UNKNOWN: Final = Remote(Endpoint(None, None, None, None), None)
 
@@ -215,7 +216,11 @@ class ClientTracing:
             if request_ctx is None:
                 # _parent(None), written out: this is nearly every request's path.
                 parent = zipkin_context.get()
-                if parent is not None and not self._usable(parent, "the current span"):
+                if (
+                    parent is not None
+                    and parent is not self._valid_parent
+                    and not self._usable(parent, "the current span")
+                ):
                     parent = None
             else:
                 explicit_parent, ctx.propagate = read_trace_request_ctx(request_ctx)
@@ -236,9 +241,11 @@ class ClientTracing:
                 sampler,
                 self._tracer_sampler,
             )
-            # trace_id, parent_id, span_id, sampled, debug, shared
-            context = TraceContext(
-                trace_id, parent_id, f"{getrandbits(64):016x}", sampled, debug, False
+            # TraceContext(trace_id, parent_id, span_id, sampled, debug, shared), made as its
+            # own _make() does, without the Python-level __new__ in between.
+            context: TraceContext = _new_tuple(
+                TraceContext,
+                (trace_id, parent_id, f"{getrandbits(64):016x}", sampled, debug, False),
             )
             hop = self._start_hop(context, method, url, headers, time())
             hop.active = True
@@ -296,11 +303,15 @@ class ClientTracing:
         ctx: SimpleNamespace,
         params: aiohttp.TraceRequestHeadersSentParams,
     ) -> None:
-        if not isinstance(ctx, TraceConfigContext) or ctx.hop is None:
+        if not isinstance(ctx, TraceConfigContext):
+            return
+        hop = ctx.hop
+        if hop is None or ctx.ended:
             return
         try:
-            hop = self._activate(ctx)
-            if hop is not None:
+            if not hop.active:
+                self._activate(ctx)
+            if hop.recording and not hop.closed:
                 hop.headers_sent = True
                 hop.event(WIRE_SEND)
         except Exception:
@@ -459,11 +470,15 @@ class ClientTracing:
         ctx: SimpleNamespace,
         params: aiohttp.TraceConnectionReuseconnParams,
     ) -> None:
-        if not isinstance(ctx, TraceConfigContext) or ctx.hop is None:
+        if not isinstance(ctx, TraceConfigContext):
+            return
+        hop = ctx.hop
+        if hop is None or ctx.ended:
             return
         try:
-            hop = self._activate(ctx)
-            if hop is not None:
+            if not hop.active:
+                self._activate(ctx)
+            if hop.recording and not hop.closed:
                 if hop.headers_sent:
                     self._note_attempt(hop)
                 hop.tags[REUSED] = "true"

@@ -36,7 +36,7 @@ class _Capturing(ZipkinTransport):
         super().__init__("http://127.0.0.1:9/api/v2/spans")
         self.spans: list[Span] = []
 
-    def _enqueue(self, span: Span) -> None:
+    def _send_span(self, span: Span) -> None:
         self.spans.append(span)
 
 
@@ -119,7 +119,6 @@ def test_direct_and_record_paths_post_the_same_span(
         )
         handlers._report(_hop(url, name, dict(tags), list(annotations)))
         if isinstance(transport, _Capturing):
-            assert transport.stats().received == 1
             (span,) = transport.spans
             posted.append(json.loads(encode_batch([span]).decode())[0])
         else:

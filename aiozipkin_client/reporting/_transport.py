@@ -258,35 +258,32 @@ class ZipkinTransport(TransportABC):
         The record is checked by :func:`encode_span`'s rules now, once; one that cannot become a
         valid span is counted in ``dropped_invalid`` and logged, never posted.
         """
-        self._received += 1
         if self._closing:
-            self._dropped_closed += 1
-            self._log_closed.add(1)
+            self._received += 1
+            self._refuse_closed()
             return
         try:
             span = span_from_record(record)
         except InvalidSpanError as exc:
+            self._received += 1
             self._dropped_invalid += 1
             self._log_invalid.add(1, str(exc))
             return
         except Exception as exc:
             # A record whose asdict() or contents misbehave must not reach the application.
             log.debug("cannot read record", exc_info=True)
+            self._received += 1
             self._dropped_invalid += 1
             self._log_invalid.add(1, f"reading the record failed: {exc!r}")
             return
-        self._enqueue(span)
+        self._send_span(span)
 
     def _send_span(self, span: Span) -> None:
         """:meth:`send` for a span aiozipkin_client built itself, valid by construction."""
         self._received += 1
         if self._closing:
-            self._dropped_closed += 1
-            self._log_closed.add(1)
+            self._refuse_closed()
             return
-        self._enqueue(span)
-
-    def _enqueue(self, span: Span) -> None:
         if self._buffer.append(span):
             self._dropped_queue_full += 1
             self._log_full.add(1, "the collector is unreachable or too slow")
@@ -297,6 +294,10 @@ class ZipkinTransport(TransportABC):
         # The buffer's deque, measured without a call: this runs for every span.
         if wake is not None and len(self._queued) >= self._batch_size and not wake.is_set():
             wake.set()
+
+    def _refuse_closed(self) -> None:
+        self._dropped_closed += 1
+        self._log_closed.add(1)
 
     async def close(self) -> None:
         """Deliver what is buffered within ``close_timeout`` seconds, then stop; idempotent.
