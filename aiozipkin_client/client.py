@@ -323,15 +323,17 @@ class ClientTracing:
         ctx: SimpleNamespace,
         params: aiohttp.TraceRequestChunkSentParams,
     ) -> None:
-        # Runs in aiohttp's body-writer task, which may outlive the response headers.
-        if not isinstance(ctx, TraceConfigContext) or ctx.hop is None:
+        # Runs in aiohttp's body-writer task, which may outlive the response headers; and for
+        # every chunk of a streamed body, so live_hop() is written out.
+        if not isinstance(ctx, TraceConfigContext):
+            return
+        hop = ctx.hop
+        if hop is None or hop.closed or not hop.recording:
             return
         try:
-            hop = live_hop(ctx)
-            if hop is not None:
-                size = sent_bytes(params.chunk)
-                if size:
-                    hop.body_chunk(size, time())
+            size = sent_bytes(params.chunk)
+            if size:
+                hop.body_chunk(size, time())
         except Exception:
             _handler_failed("on_request_chunk_sent")
 
