@@ -1,0 +1,294 @@
+"""Handler replay: what each tracer's own code costs per small GET, without the network.
+
+``python -m bench.replay`` (``make bench-replay``) makes one real small GET to an aiohttp app on
+127.0.0.1 with a recording ``TraceConfig``, keeps the signals aiohttp sent for it and their
+parameters, and then calls each configuration's handlers with exactly those signals, in that
+order, thousands of times, under a new parent per request (as ``make bench`` does). The only
+work timed is the tracers' (and aiohttp's ``Signal.send`` loop, the same for all): no sockets,
+no parsing, no event-loop turns, so the figures move by a few percent between runs where the
+end-to-end benchmark's move by tens. It is a magnifying glass, not the verdict: the targets are
+judged by ``make bench``, which also charges what this leaves out (aiohttp's trace machinery,
+posting to the collector, the interpreter's caches shared with aiohttp's own work).
+
+What each configuration's reporting costs is charged too: after each block, the spans it
+reported are encoded as its sender would encode them (aiozipkin: ``json.dumps`` of
+``Record.asdict()`` in batches of 100; ours and the same-spans floor: ``encode_batch`` in
+batches of the transport's ``batch_size``, gzipped if its options say so), and nothing is posted.
+
+Configurations: ``empty`` (an empty ``TraceConfig``: the loop every figure includes),
+``aiozipkin``, ``aiozipkin_client`` (its defaults) and ``same_spans`` (``bench.floors``). The
+report gives, per configuration, the median CPU time per request over the rounds; each tracer's
+cost above ``empty``; and our cost over aiozipkin's and over the same-spans floor's, as the
+median of the per-round ratios. ``--signals`` adds the time spent in each signal's handlers
+(with a clock read around each, so the figures are a little higher).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import gzip
+import json
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from random import getrandbits
+from types import SimpleNamespace
+from typing import Any, Final
+
+import aiohttp
+import aiozipkin
+from aiohttp import web
+from aiozipkin.aiohttp_helpers import zipkin_context
+from aiozipkin.helpers import TraceContext
+from aiozipkin.record import Record
+
+import aiozipkin_client
+from aiozipkin_client.client import SIGNALS
+from aiozipkin_client.reporting import ZipkinTransport
+from aiozipkin_client.reporting._model import encode_batch
+
+from .floors import same_spans
+from .tracers import SERVICE
+
+__all__ = ("main",)
+
+#: Where the transports would post: nothing listens there, and nothing is ever posted.
+_NOWHERE: Final = "http://127.0.0.1:9/api/v2/spans"
+#: aiozipkin's sender posts its queue in batches of this many (its send_max_size).
+_AIOZIPKIN_BATCH: Final = 100
+CONFIGS: Final = ("empty", "aiozipkin", "aiozipkin_client", "same_spans")
+
+Call = tuple[str, Any]
+
+
+async def _capture(url: str) -> tuple[list[Call], aiohttp.ClientSession]:
+    """The signals (and parameters) of a small GET on a pooled connection."""
+    calls: list[Call] = []
+    config = aiohttp.TraceConfig()
+    for name in SIGNALS:
+
+        async def record(
+            session: aiohttp.ClientSession, context: SimpleNamespace, params: Any, name: str = name
+        ) -> None:
+            calls.append((name, params))
+
+        getattr(config, name).append(record)
+    session = aiohttp.ClientSession(trace_configs=[config])
+    for _ in range(2):  # the second one reuses the connection the first one opened
+        calls.clear()
+        async with session.get(url) as response:
+            await response.read()
+    return calls, session
+
+
+class _Setup:
+    """One configuration: its trace config and what reporting its spans costs."""
+
+    def __init__(
+        self, config: aiohttp.TraceConfig, finish: Callable[[], int], close: Callable[[], Any]
+    ) -> None:
+        self.config = config
+        #: Encode what was reported since the last call, as the sender would; returns the count.
+        self.finish = finish
+        self.close = close
+
+
+def _transport_finish(transport: ZipkinTransport) -> Callable[[], int]:
+    def finish() -> int:
+        spans = list(transport._buffer.items)
+        size = transport._batch_size
+        for start in range(0, len(spans), size):
+            body = encode_batch(spans[start : start + size])
+            threshold = transport._gzip_threshold
+            if threshold is not None and len(body) > threshold:
+                gzip.compress(body, compresslevel=transport._gzip_level, mtime=0)
+        transport._buffer.clear()
+        return len(spans)
+
+    return finish
+
+
+async def _setups(sampled: bool) -> dict[str, _Setup]:
+    endpoint = aiozipkin.create_endpoint(SERVICE, ipv4="127.0.0.1")
+    rate = 1.0 if sampled else 0.0
+
+    azk = await aiozipkin.create(_NOWHERE, endpoint, sample_rate=rate)
+    records: list[dict[str, Any]] = []
+
+    def keep(record: Record) -> None:
+        records.append(record.asdict())  # what aiozipkin's Transport.send() does
+
+    azk._transport.send = keep  # type: ignore[method-assign]
+
+    def azk_finish() -> int:
+        for start in range(0, len(records), _AIOZIPKIN_BATCH):
+            json.dumps(records[start : start + _AIOZIPKIN_BATCH]).encode()
+        count = len(records)
+        records.clear()
+        return count
+
+    ours = await aiozipkin_client.create(_NOWHERE, endpoint, sample_rate=rate)
+    assert isinstance(ours._transport, ZipkinTransport)
+    floor_transport = ZipkinTransport(_NOWHERE)
+
+    async def nothing() -> None:
+        return None
+
+    return {
+        "empty": _Setup(aiohttp.TraceConfig(), lambda: 0, nothing),
+        "aiozipkin": _Setup(aiozipkin.make_trace_config(azk), azk_finish, azk.close),
+        "aiozipkin_client": _Setup(
+            aiozipkin_client.make_trace_config(ours),
+            _transport_finish(ours._transport),
+            ours.close,
+        ),
+        "same_spans": _Setup(
+            same_spans(floor_transport, SERVICE, "127.0.0.1"),
+            _transport_finish(floor_transport),
+            floor_transport.close,
+        ),
+    }
+
+
+def _parents(count: int, sampled: bool) -> list[TraceContext]:
+    return [
+        TraceContext(
+            f"{getrandbits(128):032x}", None, f"{getrandbits(64):016x}", sampled, False, False
+        )
+        for _ in range(count)
+    ]
+
+
+async def _block(
+    setup: _Setup,
+    calls: Sequence[Call],
+    session: aiohttp.ClientSession,
+    parents: Sequence[TraceContext],
+    per_signal: dict[str, float] | None,
+) -> tuple[float, int]:
+    """CPU microseconds per request for one block, and the spans it reported."""
+    config = setup.config
+    handlers = [(name, list(getattr(config, name)), params) for name, params in calls]
+    make_context = config._trace_config_ctx_factory
+    gc.collect()
+    started = time.process_time()
+    for parent in parents:
+        token = zipkin_context.set(parent)
+        context = make_context(trace_request_ctx=None)
+        for name, receivers, params in handlers:
+            if per_signal is None:
+                for receiver in receivers:
+                    await receiver(session, context, params)
+            else:
+                clock = time.perf_counter_ns()
+                for receiver in receivers:
+                    await receiver(session, context, params)
+                per_signal[name] = per_signal.get(name, 0.0) + time.perf_counter_ns() - clock
+        zipkin_context.reset(token)
+    clock = time.perf_counter_ns()
+    spans = setup.finish()
+    if per_signal is not None:
+        per_signal["(reporting)"] = per_signal.get("(reporting)", 0.0) + (
+            time.perf_counter_ns() - clock
+        )
+    return (time.process_time() - started) / len(parents) * 1e6, spans
+
+
+def _ratio(ours: Sequence[float], theirs: Sequence[float], empty: Sequence[float]) -> float:
+    return statistics.median(
+        (mine - base) / (other - base)
+        for mine, other, base in zip(ours, theirs, empty, strict=True)
+    )
+
+
+async def _run(args: argparse.Namespace) -> None:
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text="hello")
+
+    app = web.Application()
+    app.router.add_get("/hello", hello)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    calls, session = await _capture(f"http://127.0.0.1:{port}/hello")
+    setups = await _setups(not args.unsampled)
+    times: dict[str, list[float]] = {name: [] for name in CONFIGS}
+    signals: dict[str, dict[str, float]] | None = (
+        {name: {} for name in CONFIGS} if args.signals else None
+    )
+    try:
+        for name in CONFIGS:  # warm-up, not counted
+            await _block(setups[name], calls, session, _parents(200, not args.unsampled), None)
+        for round_ in range(args.rounds):
+            parents = _parents(args.requests, not args.unsampled)
+            order = CONFIGS[round_ % len(CONFIGS) :] + CONFIGS[: round_ % len(CONFIGS)]
+            for name in order:
+                cpu, spans = await _block(
+                    setups[name],
+                    calls,
+                    session,
+                    parents,
+                    None if signals is None else signals[name],
+                )
+                expected = 0 if args.unsampled or name == "empty" else len(parents)
+                if spans != expected:
+                    raise SystemExit(f"{name} reported {spans} spans, expected {expected}")
+                times[name].append(cpu)
+    finally:
+        for setup in setups.values():
+            await setup.close()
+        await session.close()
+        await runner.cleanup()
+    _report(args, calls, times, signals)
+
+
+def _report(
+    args: argparse.Namespace,
+    calls: Sequence[Call],
+    times: dict[str, list[float]],
+    signals: dict[str, dict[str, float]] | None,
+) -> None:
+    mode = "unsampled" if args.unsampled else "sampled"
+    print(
+        f"handler replay, {mode} small GET on a pooled connection; {args.rounds} rounds of"
+        f" {args.requests} requests; signals: {', '.join(name for name, _ in calls)}"
+    )
+    empty = statistics.median(times["empty"])
+    for name in CONFIGS:
+        median = statistics.median(times[name])
+        above = "" if name == "empty" else f"  ({median - empty:.2f} above empty)"
+        print(f"  {name:17s} {median:6.2f} us/request{above}")
+    ours, base = times["aiozipkin_client"], times["empty"]
+    print(
+        f"  aiozipkin_client over aiozipkin: {_ratio(ours, times['aiozipkin'], base):.3f};"
+        f" same_spans over aiozipkin: {_ratio(times['same_spans'], times['aiozipkin'], base):.3f}"
+        " (medians of per-round ratios, above empty)"
+    )
+    if signals is not None:
+        total = args.rounds * args.requests
+        names = [name for name, _ in calls] + ["(reporting)"]
+        print("  per signal, us/request (clock reads included):")
+        for signal in names:
+            cells = "  ".join(
+                f"{config}={signals[config].get(signal, 0.0) / total / 1000:5.2f}"
+                for config in CONFIGS[1:]
+            )
+            print(f"    {signal:28s} {cells}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.replay", description=__doc__)
+    parser.add_argument("--rounds", type=int, default=11, help="interleaved rounds (11)")
+    parser.add_argument("--requests", type=int, default=3000, help="requests per block (3000)")
+    parser.add_argument("--unsampled", action="store_true", help="parents that are not sampled")
+    parser.add_argument("--signals", action="store_true", help="time each signal's handlers")
+    asyncio.run(_run(parser.parse_args(argv)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
