@@ -230,17 +230,24 @@ class ClientTracing:
                 trace_id, parent_id = generate_random_128bit_string(), None
             else:
                 trace_id, parent_id = parent.trace_id, parent.span_id
-            sampler = self._sampler
-            sampled, debug = decide(
-                parent,
-                trace_id,
-                # Made only if a request sampler is asked.
-                None
-                if sampler is None
-                else lambda: RequestView(method, url, CIMultiDictProxy(headers)),
-                sampler,
-                self._tracer_sampler,
-            )
+            if parent is not None and parent.debug:
+                # decide()'s first two rules, written out: a parent's decision is kept, and
+                # nearly every request has a parent that made one.
+                sampled = debug = True
+            elif parent is not None and parent.sampled is not None:
+                sampled, debug = parent.sampled, False
+            else:
+                sampler = self._sampler
+                sampled, debug = decide(
+                    parent,
+                    trace_id,
+                    # Made only if a request sampler is asked.
+                    None
+                    if sampler is None
+                    else lambda: RequestView(method, url, CIMultiDictProxy(headers)),
+                    sampler,
+                    self._tracer_sampler,
+                )
             # TraceContext(trace_id, parent_id, span_id, sampled, debug, shared), made as its
             # own _make() does, without the Python-level __new__ in between.
             context: TraceContext = _new_tuple(
@@ -1012,11 +1019,12 @@ def _collector_matcher(tracer: Tracer) -> Callable[[URL], bool] | None:
     if address is None:
         return None
     collector = URL(str(address))
-    origin, path = collector.origin(), collector.path
+    origin, raw_path = collector.origin(), collector.raw_path
 
     def is_collector(url: URL) -> bool:
-        # The path first: it is cached on the URL, and it rules out nearly every request.
-        return url.path == path and url.is_absolute() and url.origin() == origin
+        # The path first: it rules out nearly every request. The raw (encoded) one, which the
+        # URL holds as it is; the decoded one would be worked out for every request.
+        return url.raw_path == raw_path and url.is_absolute() and url.origin() == origin
 
     return is_collector
 
