@@ -237,15 +237,12 @@ class ClientTracing:
             elif parent is not None and parent.sampled is not None:
                 sampled, debug = parent.sampled, False
             else:
-                sampler = self._sampler
                 sampled, debug = decide(
                     parent,
                     trace_id,
                     # Made only if a request sampler is asked.
-                    None
-                    if sampler is None
-                    else lambda: RequestView(method, url, CIMultiDictProxy(headers)),
-                    sampler,
+                    lambda: RequestView(method, url, CIMultiDictProxy(headers)),
+                    self._sampler,
                     self._tracer_sampler,
                 )
             # TraceContext(trace_id, parent_id, span_id, sampled, debug, shared), made as its

@@ -46,7 +46,7 @@ _DENY = Decision(sampled=False, debug=False)
 def decide(
     parent: TraceContext | None,
     trace_id: str,
-    request: Callable[[], RequestView] | None,
+    request: Callable[[], RequestView],
     request_sampler: RequestSampler | None,
     tracer_sampler: _TraceIdSampler,
 ) -> Decision:
@@ -62,7 +62,6 @@ def decide(
         if parent.sampled is not None:
             return _ACCEPT if parent.sampled else _DENY
     if request_sampler is not None:
-        assert request is not None, "a request sampler is given the request"
         try:
             verdict = request_sampler(request())
         except Exception:

@@ -209,14 +209,14 @@ CONSTANT_EDITS += (
     (
         "span encoding",
         "Span writes its defaults (nulls, false flags)",
-        "class Span(msgspec.Struct, omit_defaults=True):",
-        "class Span(msgspec.Struct):",
+        "class Span(msgspec.Struct, omit_defaults=True, gc=False):",
+        "class Span(msgspec.Struct, gc=False):",
     ),
     (
         "span encoding",
         "Endpoint writes its defaults (nulls)",
-        "class Endpoint(msgspec.Struct, frozen=True, omit_defaults=True):",
-        "class Endpoint(msgspec.Struct, frozen=True):",
+        "class Endpoint(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):",
+        "class Endpoint(msgspec.Struct, frozen=True, gc=False):",
     ),
 )
 
