@@ -23,11 +23,11 @@ aiohttp, and the targets of issue #11 (:data:`TARGETS`) are judged on the plain 
 verdict is printed as holds or MISSED, with the ratio above aiohttp beside it. The memory check
 (``bench.memory``) follows the timed rounds.
 
-Duration: a full run (``python -m bench``) is 8 cases x 7 configurations x :data:`ROUNDS` rounds
+Duration: a full run (``python -m bench``) is 8 cases x 8 configurations x :data:`ROUNDS` rounds
 (30: the unsampled overheads are small, so their medians need more rounds than the sampled ones
-did) plus the two 100,000-request memory runs. From the per-request wall times of the previous
-full run on a quiet 2-CPU machine, a round takes about 30 s (3,000 requests per small-GET block,
-300 per 1 MiB block, plus setting up and flushing each block), so the whole about 16 minutes.
+did) plus the two 100,000-request memory runs. On a 2-CPU VM a round takes 30-40 s (3,000
+requests per small-GET block, 300 per 1 MiB block, plus setting up and flushing each block),
+and the whole about 21 minutes.
 ``--quick`` is a smoke run of the same (every case and configuration, a tenth of the requests,
 :data:`QUICK_ROUNDS` rounds, 10,000-request memory runs): about a minute, and it writes nothing
 unless asked to; its figures are too few to judge anything by.
