@@ -108,10 +108,15 @@ class Hop:
         annotations.append(Annotation(at, value))
 
     # SpanCustomizer, for parsers. Their values are checked here, as they enter, and never again.
+    # Once the span is reported its tags and annotations belong to the transport's buffer: a
+    # parser that kept the customizer and calls it later changes nothing.
     def name(self, name: str) -> None:
-        self.span_name = span_name(name)
+        if not self.reported:
+            self.span_name = span_name(name)
 
     def tag(self, key: str, value: str) -> None:
+        if self.reported:
+            return
         if type(key) is str and type(value) is str and key:
             self.tags[key] = value  # what tag_value() would keep, without the tuple
             return
@@ -121,7 +126,7 @@ class Hop:
 
     def annotate(self, value: str, timestamp: float | None = None) -> None:
         text = annotation_value(value)
-        if text is not None:
+        if text is not None and not self.reported:
             self.event(text, timestamp)
 
     # Connection phases

@@ -1016,12 +1016,16 @@ def _collector_matcher(tracer: Tracer) -> Callable[[URL], bool] | None:
     if address is None:
         return None
     collector = URL(str(address))
-    origin, raw_path = collector.origin(), collector.raw_path
+    origin, raw_path, path = collector.origin(), collector.raw_path, collector.path
+    escaped = "%" in raw_path
 
     def is_collector(url: URL) -> bool:
-        # The path first: it rules out nearly every request. The raw (encoded) one, which the
-        # URL holds as it is; the decoded one would be worked out for every request.
-        return url.raw_path == raw_path and url.is_absolute() and url.origin() == origin
+        # The path first: it rules out nearly every request. Compared as the URL holds it
+        # (decoding every request's path would cost more than the rest of this check); only a
+        # path with escapes on either side can mean the same while written differently.
+        raw = url.raw_path
+        same = raw == raw_path or ((escaped or "%" in raw) and url.path == path)
+        return same and url.is_absolute() and url.origin() == origin
 
     return is_collector
 

@@ -17,6 +17,7 @@ from aiozipkin.transport import Transport
 
 import aiozipkin_client
 from tests.kit.assertions import assert_propagated
+from tests.kit.collector import running_collector
 from tests.kit.recorder import SpanRecorder
 from tests.kit.servers import Backend, refused_url, start_app
 
@@ -175,3 +176,65 @@ async def test_requests_to_the_tracers_collector_are_never_traced(
     assert body == b"[]"
     assert not any(name.lower().startswith("x-b3-") for name in headers)
     assert [body for _, body in posts] == [b"[]"]
+
+
+@pytest.mark.parametrize("spelled", ["/api/v2/%73pans", "/api/%76%32/spans"])
+async def test_the_collector_path_written_with_escapes_is_still_the_collector(
+    collector: tuple[Any, list[tuple[dict[str, str], bytes]]], spelled: str
+) -> None:
+    # The check compares paths as URLs hold them (raw), and decodes only when an escape is in
+    # play: the same path spelled with needless escapes is still the tracer's collector.
+    url, posts = collector
+    tracer = await aiozipkin_client.create(
+        str(url), aiozipkin.create_endpoint("a"), sample_rate=1.0
+    )
+    config = aiozipkin_client.make_trace_config(tracer)
+    target = url.with_path(spelled, encoded=True)
+    assert target.raw_path != url.raw_path
+    assert target.path == url.path
+    try:
+        async with (
+            aiohttp.ClientSession(trace_configs=[config]) as session,
+            session.post(target, json=[]) as resp,
+        ):
+            assert resp.status == 202
+    finally:
+        await tracer.close()
+
+    headers, body = posts[0]
+    assert body == b"[]"
+    assert not any(name.lower().startswith("x-b3-") for name in headers)
+    assert [body for _, body in posts] == [b"[]"]
+
+
+async def test_a_customizer_kept_past_the_report_changes_nothing(backend: Backend) -> None:
+    # A parser may keep the customizer it was given; once the span is reported, its tags and
+    # annotations are the transport's, and calls made later must not reach the queued span.
+    kept: list[Any] = []  # the hop itself: annotate() also takes a timestamp
+
+    def keeping(request: aiozipkin_client.RequestView, span: Any) -> None:
+        aiozipkin_client.default_request_parser(request, span)
+        kept.append(span)
+
+    async with running_collector() as spans_collector:
+        async with aiozipkin_client.create(
+            str(spans_collector.url),
+            aiozipkin.create_endpoint("app"),
+            sample_rate=1.0,
+            send_interval=60,
+        ) as tracer:
+            config = aiozipkin_client.make_trace_config(tracer, request_parser=keeping)
+            async with (
+                aiohttp.ClientSession(trace_configs=[config]) as session,
+                session.get(backend.url / "ok") as response,
+            ):
+                assert await response.text() == "ok"
+            (span,) = kept
+            span.annotate("late", 1.0)
+            span.tag("late", "x")
+            span.name("late")
+        (posted,) = await spans_collector.wait_for_spans(1)
+
+    assert posted["name"] == "get"
+    assert "late" not in posted["tags"]
+    assert "late" not in [annotation["value"] for annotation in posted["annotations"]]
