@@ -1,7 +1,8 @@
 """The transport: ``send()`` queues a span and returns; one background task posts batches.
 
 The application never waits for, nor sees an error from, the collector. Each batch is encoded in
-one call (:func:`~._model.encode_batch`) when it is posted, and gzipped above a size threshold.
+one call (:func:`~._model.encode_batch`) when it is posted, and gzipped above a size threshold
+when one is set (none by default).
 """
 
 from __future__ import annotations
@@ -135,8 +136,8 @@ class ZipkinTransport(TransportABC):
     soon as a batch is full or ``send_interval`` seconds after the previous post. Failed posts
     (no answer, timeout, 5xx, 408, 429) are retried with exponential backoff between
     ``retry_delay`` and ``retry_max_delay`` seconds, honouring ``Retry-After``; a batch refused
-    with another 4xx is dropped and logged. Batches are encoded when they are posted, and bodies
-    above ``gzip_threshold`` bytes are gzipped at ``gzip_level``.
+    with another 4xx is dropped and logged. Batches are encoded when they are posted; bodies
+    above ``gzip_threshold`` bytes (None, the default: never) are gzipped at ``gzip_level``.
 
     The transport may be built outside any event loop; its ``aiohttp.ClientSession`` (with no
     trace configs, so its own posts are never traced) is created inside the background task.
