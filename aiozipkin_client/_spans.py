@@ -28,17 +28,12 @@ from .reporting import ZipkinTransport
 from .reporting._model import Annotation, Span, endpoint, endpoint_from_addresses
 from .reporting._model import Endpoint as SpanEndpoint
 
-__all__ = ("Remote", "SpanSink", "micros", "remote_endpoint", "span_id")
+__all__ = ("Remote", "SpanSink", "remote_endpoint", "span_id")
 
 
 def span_id() -> str:
     """A new random 64-bit span id, as aiozipkin generates them."""
     return f"{getrandbits(64):016x}"
-
-
-def micros(seconds: float) -> int:
-    """Epoch seconds to microseconds: exactly aiozipkin's ``make_timestamp()``."""
-    return int(seconds * 1000 * 1000)
 
 
 class Remote(NamedTuple):
@@ -105,7 +100,7 @@ class SpanSink:
         ``tags`` and ``annotations`` are handed over, not copied: the caller must not change
         them afterwards.
         """
-        # micros(), written out: this runs for every span.
+        # aiozipkin's make_timestamp() conversion, as the module says.
         start_us, end_us = int(start * 1000 * 1000), int(end * 1000 * 1000)
         direct = self._direct
         if direct is not None:

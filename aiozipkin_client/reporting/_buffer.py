@@ -63,35 +63,34 @@ class _SpanBuffer(Generic[_Item]):
     """
 
     def __init__(self, capacity: int) -> None:
-        self._items: deque[_Item] = deque()
-        #: The spans held, oldest first (the same deque for the buffer's whole life): read it,
-        #: never change it.
-        self.items = self._items
+        #: The spans held, oldest first (the same deque for the buffer's whole life): others may
+        #: read it, only the buffer changes it.
+        self.items: deque[_Item] = deque()
         self._capacity = capacity
-        self._first = 0  # sequence number of self._items[0]
+        self._first = 0  # sequence number of self.items[0]
         self._batch_end = 0  # one past the batch being posted; <= self._first when none
         self._batch_evicted = 0
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self.items)
 
     def append(self, item: _Item) -> bool:
         """Add ``item``; True when an older span not being posted was dropped for it."""
         dropped = False
-        if len(self._items) >= self._capacity:
-            self._items.popleft()
+        if len(self.items) >= self._capacity:
+            self.items.popleft()
             if self._first < self._batch_end:
                 # Whether it is lost depends on how the POST ends: see keep_batch().
                 self._batch_evicted += 1
             else:
                 dropped = True
             self._first += 1
-        self._items.append(item)
+        self.items.append(item)
         return dropped
 
     def start_batch(self, size: int) -> list[_Item]:
         """The oldest ``size`` spans at most, marked as being posted."""
-        batch = list(itertools.islice(self._items, size))
+        batch = list(itertools.islice(self.items, size))
         self._batch_end = self._first + len(batch)
         self._batch_evicted = 0
         return batch
@@ -99,7 +98,7 @@ class _SpanBuffer(Generic[_Item]):
     def remove_batch(self) -> None:
         """The batch was delivered or refused for good: forget what is left of it."""
         for _ in range(max(0, self._batch_end - self._first)):
-            self._items.popleft()
+            self.items.popleft()
             self._first += 1
         self._batch_end = 0
         self._batch_evicted = 0
@@ -113,9 +112,9 @@ class _SpanBuffer(Generic[_Item]):
 
     def clear(self) -> int:
         """Drop everything; returns how many spans that was (pushed-out batch items included)."""
-        lost = len(self._items) + self._batch_evicted
-        self._first += len(self._items)
-        self._items.clear()
+        lost = len(self.items) + self._batch_evicted
+        self._first += len(self.items)
+        self.items.clear()
         self._batch_end = 0
         self._batch_evicted = 0
         return lost
