@@ -20,8 +20,12 @@ the tracer's own, once aiohttp's price for having a trace config at all is taken
 
 Our overhead is then divided by each other tracer's (ratios of the medians), plainly and above
 aiohttp, and the targets of issue #11 (:data:`TARGETS`) are judged on the plain ratios: each
-verdict is printed as holds or MISSED, with the ratio above aiohttp beside it. The memory check
-(``bench.memory``) follows the timed rounds.
+verdict is printed as holds or MISSED, with the ratio above aiohttp beside it. Beside each
+verdict goes a 90% bootstrap interval of its ratio (:func:`ratio_interval`, drawn from the
+run's own rounds), and whether the target lies inside it: when it does, the verdict is the
+noise's, not the code's. The memory check (``bench.memory``) follows the timed rounds.
+``--summarise RESULT`` computes the figures, intervals and verdicts again from the samples an
+earlier run saved, without running anything.
 
 Duration: a full run (``python -m bench``) is 8 cases x 8 configurations x :data:`ROUNDS` rounds
 (30: the unsampled overheads are small, so their medians need more rounds than the sampled ones
@@ -42,6 +46,7 @@ import json
 import multiprocessing
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -75,6 +80,13 @@ FLOOR: Final = "empty_config"
 OTHERS: Final = ("aiozipkin", "opentelemetry")
 #: The floor with our headers and spans and the least code (``bench.floors.same_spans``).
 SAME_SPANS: Final = "same_spans"
+
+
+#: The bootstrap interval of each ratio (:func:`ratio_interval`): draws, coverage, and the
+#: fewest paired rounds it is computed for.
+RESAMPLES: Final = 2000
+INTERVAL: Final = 0.90
+MIN_ROUNDS: Final = 5
 
 
 @dataclass(frozen=True)
@@ -224,6 +236,7 @@ def summarise(
         baseline = {s.round: s.cpu_us for s in by_config["none"]}
         floor = {s.round: s.cpu_us for s in by_config.get(FLOOR, ())}
         rows: dict[str, Any] = {}
+        overheads: dict[str, dict[int, float]] = {}
         for config, mine in by_config.items():
             cpu = [s.cpu_us for s in mine]
             wall = [s.wall_us for s in mine]
@@ -233,9 +246,12 @@ def summarise(
                 "wall_us": statistics.median(wall),
             }
             if config != "none":
-                paired = [s.cpu_us - baseline[s.round] for s in mine if s.round in baseline]
-                row["overhead_us"] = statistics.median(paired)
-                row["overhead_us_iqr"] = _quartiles(paired)
+                paired = {
+                    s.round: s.cpu_us - baseline[s.round] for s in mine if s.round in baseline
+                }
+                overheads[config] = paired
+                row["overhead_us"] = statistics.median(paired.values())
+                row["overhead_us_iqr"] = _quartiles(list(paired.values()))
             above = [s.cpu_us - floor[s.round] for s in mine if s.round in floor]
             if config in TRACERS[1:] and above:
                 row["above_aiohttp_us"] = statistics.median(above)
@@ -266,8 +282,43 @@ def summarise(
                     ratio = _divide(ours.get(key), theirs.get(key))
                     if ratio is not None:
                         ours[name] = ratio
+                interval = ratio_interval(overheads.get(OURS, {}), overheads.get(other, {}))
+                if interval is not None:
+                    ours[f"ratio_to_{other}_interval"] = interval
         summary[case.name] = {"title": case.title, "sampling": case.sampling, "configs": rows}
     return summary
+
+
+def ratio_interval(ours: dict[int, float], theirs: dict[int, float]) -> tuple[float, float] | None:
+    """A bootstrap interval for the ratio of our median overhead to theirs.
+
+    The rounds are drawn again with replacement :data:`RESAMPLES` times, our overhead and
+    theirs from the same rounds (each was measured against its own round's untraced block), and
+    the ratio of the medians computed for each draw; the interval holds the middle
+    :data:`INTERVAL` of those ratios. It says how far the ratio could move had the machine's
+    noise fallen otherwise, within this run; a drift that lasts the whole run is not in it. The
+    draws are seeded, so the same samples give the same interval. None with fewer than
+    :data:`MIN_ROUNDS` paired rounds, or when their overhead is not above zero in too many
+    draws to say anything.
+    """
+    rounds = sorted(ours.keys() & theirs.keys())
+    if len(rounds) < MIN_ROUNDS:
+        return None
+    draw = random.Random(0).choices
+    ratios: list[float] = []
+    for _ in range(RESAMPLES):
+        picked = draw(rounds, k=len(rounds))
+        ratio = _divide(
+            statistics.median(ours[r] for r in picked),
+            statistics.median(theirs[r] for r in picked),
+        )
+        if ratio is not None:
+            ratios.append(ratio)
+    if len(ratios) < RESAMPLES * INTERVAL:
+        return None
+    ratios.sort()
+    cut = (1 - INTERVAL) / 2
+    return ratios[int(cut * len(ratios))], ratios[int((1 - cut) * len(ratios)) - 1]
 
 
 def _divide(ours: float | None, theirs: float | None) -> float | None:
@@ -287,6 +338,7 @@ def targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
             configs = summary[name]["configs"]
             ours = configs.get(OURS, {})
             ratio = ours.get(f"ratio_to_{target.other}")
+            interval = ours.get(f"ratio_to_{target.other}_interval")
             # What the same spans cost with the least code, over the other tracer's overhead: a
             # target below this is below the floor of producing and shipping our spans at all.
             floor = _divide(
@@ -302,9 +354,23 @@ def targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
                     "ratio_above_aiohttp": ours.get(f"ratio_above_aiohttp_to_{target.other}"),
                     "same_spans_ratio": floor,
                     "ok": None if ratio is None else ratio <= target.limit,
+                    "interval": interval,
+                    "clear": _clear(interval, target.limit),
                 }
             )
     return verdicts
+
+
+def _clear(interval: Sequence[float] | None, limit: float) -> bool | None:
+    """True if the whole interval holds the target, False if none of it does, else None."""
+    if interval is None:
+        return None
+    low, high = interval
+    if high <= limit:
+        return True
+    if low > limit:
+        return False
+    return None
 
 
 def machine() -> dict[str, Any]:
@@ -436,7 +502,9 @@ def _render_targets(result: dict[str, Any]) -> list[str]:
     lines = [
         "",
         "Targets (issue #11): aiozipkin_client's overhead over the other tracer's, medians of"
-        " interleaved rounds, judged as holds or MISSED; beside each, the same ratio above"
+        " interleaved rounds, judged as holds or MISSED; beside each, the ratio's 90% bootstrap"
+        " interval over this run's rounds (when the target lies inside it, the noise decides"
+        " the verdict), the same ratio above"
         " aiohttp's own cost (both overheads minus the empty-TraceConfig floor's), and the"
         " same-spans floor's overhead over the other tracer's (a target below it is below what"
         " making and shipping these spans costs in Python at all), shown, not judged:",
@@ -448,6 +516,7 @@ def _render_targets(result: dict[str, Any]) -> list[str]:
         lines.append(
             f"- {title}: {_ratio(verdict['ratio']) or 'n/a'} x {other}'s"
             f" (target <= {verdict['limit']:.2f}: {_ok(verdict['ok'])};"
+            f" {_interval(verdict)};"
             f" above aiohttp: {_ratio(verdict['ratio_above_aiohttp']) or 'n/a'};"
             f" the same spans with the least code:"
             f" {_ratio(verdict.get('same_spans_ratio')) or 'n/a'})"
@@ -473,6 +542,19 @@ def _spread(row: dict[str, Any], key: str) -> str:
         return ""
     low, high = row[f"{key}_iqr"]
     return f"{row[key]:.1f} [{low:.1f}, {high:.1f}]"
+
+
+def _interval(verdict: dict[str, Any]) -> str:
+    interval = verdict.get("interval")
+    if interval is None:
+        return "no interval (too few rounds)"
+    low, high = interval
+    where = {
+        True: "all of it within the target",
+        False: "all of it beyond the target",
+        None: "the target inside it: the noise decides",
+    }[_clear(interval, verdict["limit"])]
+    return f"{INTERVAL:.0%} interval {low:.2f}-{high:.2f}, {where}"
 
 
 def _ratio(value: float | None) -> str:
@@ -505,6 +587,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--memory-only", action="store_true", help="run only the RSS check")
     parser.add_argument(
         "--memory-requests", type=int, help=f"traced requests to watch (default {memory.REQUESTS})"
+    )
+    parser.add_argument(
+        "--summarise",
+        type=Path,
+        metavar="RESULT",
+        help="run nothing: summarise the samples saved in an earlier run's JSON result again"
+        " (with this version's intervals and verdicts) and print the report",
     )
     parser.add_argument(
         "--output",
@@ -559,9 +648,30 @@ async def _main(args: argparse.Namespace, command: str) -> dict[str, Any]:
         server.stop()
 
 
+def resummarise(result: dict[str, Any]) -> dict[str, Any]:
+    """An earlier run's result, its figures computed again from its saved samples."""
+    samples = [
+        Sample(**{**raw, "collector": CollectorStats(**raw["collector"])})
+        for raw in result["samples"]
+    ]
+    cases = [case for case in CASES if case.name in result["cases"]]
+    configs = [config for config in CONFIGS if any(s.config == config for s in samples)]
+    result = dict(result)
+    result["cases"] = summarise(samples, cases, configs)
+    result["targets"] = targets(result["cases"])
+    return result
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     command = " ".join(["python -m bench", *(sys.argv[1:] if argv is None else argv)])
+    if args.summarise is not None:
+        result = resummarise(json.loads(args.summarise.read_text()))
+        print(render(result))
+        if args.output is not None:
+            args.output.write_text(json.dumps(result, indent=1) + "\n")
+            args.output.with_suffix(".md").write_text(render(result))
+        return 0
     result = asyncio.run(_main(args, command))
     text = render(result)
     print()
