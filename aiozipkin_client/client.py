@@ -10,6 +10,7 @@ here (or in a user's parser) never changes what the request returns or raises.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import ipaddress
 import logging
@@ -25,6 +26,7 @@ from typing import Final, Literal, TypeVar
 
 import aiohttp
 from aiohttp import ClientConnectionError, ClientResponse, ClientResponseError, hdrs
+from aiohttp.client_proto import ResponseHandler
 from aiozipkin.aiohttp_helpers import zipkin_context
 from aiozipkin.helpers import CLIENT, Endpoint, TraceContext
 from aiozipkin.tracer import Tracer
@@ -626,36 +628,13 @@ class ClientTracing:
         if connection is None or protocol is None:
             self._end_body(ctx, hop, status, headers, content, RESPONSE_RELEASED)
             return
-        lost = closed_future(protocol)
-        # The callbacks keep the status, headers and body stream, never the response itself, so
-        # a response the caller drops can still be collected (and release its connection).
-
-        def on_eof() -> None:
-            self._end_body(ctx, hop, status, headers, content, None)
-
-        def on_release() -> None:
-            # aiohttp releases the connection from its own end-of-body callback, which runs
-            # before ours: a release at EOF is the body completing, not the caller letting go.
-            if content.is_eof():
-                self._end_body(ctx, hop, status, headers, content, None)
-                return
-            # Where aiohttp cannot tell us when a connection closes, this is where we learn it.
-            early = RESPONSE_RELEASED if is_connected(protocol) else CONNECTION_LOST
-            self._end_body(ctx, hop, status, headers, content, early, interrupted_by())
-
-        def on_lost(_: object) -> None:
-            self._end_body(ctx, hop, status, headers, content, CONNECTION_LOST)
-
-        def unwatch() -> None:
-            # A keep-alive connection outlives this request: leave nothing behind on it.
-            if lost is not None:
-                lost.remove_done_callback(on_lost)
-
-        hop.unwatch = unwatch
+        watch = _BodyWatch(self, ctx, hop, status, headers, content, protocol)
+        lost = watch.lost_future = closed_future(protocol)
         if lost is not None:
-            lost.add_done_callback(on_lost)
-        connection.add_callback(on_release)
-        content.on_eof(on_eof)
+            lost.add_done_callback(watch.lost)
+            hop.unwatch = watch.detach
+        connection.add_callback(watch)
+        content.on_eof(watch.complete)
 
     def _end_body(
         self,
@@ -817,6 +796,85 @@ class ClientTracing:
             # An earlier hop went to an allowed host; this one must not see our ids.
             remove_b3_headers(headers)
             ctx.injected = False
+
+
+class _BodyWatch:
+    """Ends a hop's span when its response body ends: complete, released, or lost.
+
+    One object per watched body, its methods the callbacks (aiohttp's connection calls the
+    object itself when the connection is released). It keeps the status, headers and body
+    stream, never the response, so a response the caller drops can still be collected (and
+    release its connection).
+    """
+
+    __slots__ = (
+        "content",
+        "ctx",
+        "headers",
+        "hop",
+        "lost_future",
+        "protocol",
+        "status",
+        "tracing",
+    )
+
+    def __init__(
+        self,
+        tracing: ClientTracing,
+        ctx: TraceConfigContext,
+        hop: Hop,
+        status: int,
+        headers: CIMultiDictProxy[str],
+        content: aiohttp.StreamReader,
+        protocol: ResponseHandler,
+    ) -> None:
+        self.tracing = tracing
+        self.ctx = ctx
+        self.hop = hop
+        self.status = status
+        self.headers = headers
+        self.content = content
+        self.protocol = protocol
+        #: Completes when the connection closes (aiohttp 3.12+; see _compat.closed_future).
+        self.lost_future: asyncio.Future[None] | None = None
+
+    def complete(self) -> None:
+        """The body's end of file."""
+        if not self.hop.closed:
+            self.tracing._end_body(
+                self.ctx, self.hop, self.status, self.headers, self.content, None
+            )
+
+    def __call__(self) -> None:
+        """The connection was released: by aiohttp at the end of the body, or by the caller."""
+        hop = self.hop
+        if hop.closed:
+            return
+        content = self.content
+        # aiohttp releases the connection from its own end-of-body callback, which runs before
+        # ours: a release at EOF is the body completing, not the caller letting go.
+        if content.is_eof():
+            self.tracing._end_body(self.ctx, hop, self.status, self.headers, content, None)
+            return
+        # Where aiohttp cannot tell us when a connection closes, this is where we learn it.
+        early = RESPONSE_RELEASED if is_connected(self.protocol) else CONNECTION_LOST
+        self.tracing._end_body(
+            self.ctx, hop, self.status, self.headers, content, early, interrupted_by()
+        )
+
+    def lost(self, _: object) -> None:
+        """The connection closed under the body (aiohttp 3.12+)."""
+        if not self.hop.closed:
+            self.tracing._end_body(
+                self.ctx, self.hop, self.status, self.headers, self.content, CONNECTION_LOST
+            )
+
+    def detach(self) -> None:
+        """A keep-alive connection outlives this request: leave nothing behind on it."""
+        lost = self.lost_future
+        if lost is not None:
+            self.lost_future = None
+            lost.remove_done_callback(self.lost)
 
 
 def _short_repr(value: object) -> str:
