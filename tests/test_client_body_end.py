@@ -181,3 +181,53 @@ async def test_server_resetting_mid_body_is_a_lost_connection(
     assert values(span)[-1] == "connection.lost"
     assert span["tags"]["http.status_code"] == "200"
     assert span["tags"]["error"].startswith("ClientPayloadError: Response payload is not complete")
+
+
+async def test_the_body_end_ends_the_span_while_the_upload_writer_still_runs(
+    session: aiohttp.ClientSession, recorder: SpanRecorder
+) -> None:
+    # The server answers before reading the upload. At the end of the response body aiohttp
+    # cancels its body writer and releases the connection only once the writer is done, which
+    # a body generator's cleanup can put off: the span ends with the body, not the release.
+    gate = asyncio.Event()
+
+    async def early_answer(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=413)
+        response.content_length = len(FIRST) + len(REST)
+        await response.prepare(request)
+        await response.write(FIRST)
+        await gate.wait()  # the body ends after on_request_end: it is watched
+        await response.write(REST)
+        return response
+
+    app = web.Application()
+    app.router.add_post("/upload", early_answer)
+    writer_cancelled = asyncio.Event()
+    cleanup_may_end = asyncio.Event()
+
+    async def upload() -> AsyncIterator[bytes]:
+        yield b"x" * 1024
+        try:
+            await asyncio.Event().wait()  # the rest never comes
+        except asyncio.CancelledError:
+            writer_cancelled.set()
+            await cleanup_may_end.wait()
+            raise
+
+    async with start_app(app) as url:
+        async with session.post(url / "upload", data=upload()) as resp:
+            assert await resp.content.readexactly(len(FIRST)) == FIRST
+            gate.set()
+            assert b"".join([chunk async for chunk in resp.content.iter_any()]) == REST
+            await asyncio.wait_for(writer_cancelled.wait(), 5)
+            reported = recorder.take_all()  # before the writer is done and the release comes
+            cleanup_may_end.set()
+        await session.close()  # the server need not wait for this connection to go idle
+
+    assert len(reported) == 1
+    span = reported[0]
+    assert values(span)[-1] == "wr"
+    assert span["tags"]["http.status_code"] == "413"
+    assert span["tags"]["http.response.size"] == str(len(FIRST) + len(REST))
+    assert span["tags"]["error"] == "413"
+    recorder.expect_none()
