@@ -553,7 +553,7 @@ def _interval(verdict: dict[str, Any]) -> str:
         True: "all of it within the target",
         False: "all of it beyond the target",
         None: "the target inside it: the noise decides",
-    }[_clear(interval, verdict["limit"])]
+    }[verdict["clear"]]
     return f"{INTERVAL:.0%} interval {low:.2f}-{high:.2f}, {where}"
 
 
@@ -667,10 +667,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = " ".join(["python -m bench", *(sys.argv[1:] if argv is None else argv)])
     if args.summarise is not None:
         result = resummarise(json.loads(args.summarise.read_text()))
-        print(render(result))
+        text = render(result)
+        print(text)
         if args.output is not None:
             args.output.write_text(json.dumps(result, indent=1) + "\n")
-            args.output.with_suffix(".md").write_text(render(result))
+            args.output.with_suffix(".md").write_text(text)
         return 0
     result = asyncio.run(_main(args, command))
     text = render(result)
