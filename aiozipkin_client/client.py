@@ -628,8 +628,8 @@ class ClientTracing:
         if connection is None or protocol is None:
             self._end_body(ctx, hop, status, headers, content, RESPONSE_RELEASED)
             return
-        watch = _BodyWatch(self, ctx, hop, status, headers, content, protocol)
-        lost = watch.lost_future = closed_future(protocol)
+        lost = closed_future(protocol)
+        watch = _BodyWatch(self, ctx, hop, status, headers, content, protocol, lost)
         if lost is not None:
             lost.add_done_callback(watch.lost)
             hop.unwatch = watch.detach
@@ -827,6 +827,7 @@ class _BodyWatch:
         headers: CIMultiDictProxy[str],
         content: aiohttp.StreamReader,
         protocol: ResponseHandler,
+        lost_future: asyncio.Future[None] | None,
     ) -> None:
         self.tracing = tracing
         self.ctx = ctx
@@ -836,7 +837,7 @@ class _BodyWatch:
         self.content = content
         self.protocol = protocol
         #: Completes when the connection closes (aiohttp 3.12+; see _compat.closed_future).
-        self.lost_future: asyncio.Future[None] | None = None
+        self.lost_future = lost_future
 
     def complete(self) -> None:
         """The body's end of file."""
