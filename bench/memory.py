@@ -82,14 +82,14 @@ async def _run(run: str, base: str, collector_url: str, requests: int) -> dict[s
     started = time.perf_counter()
     async with aiohttp.ClientSession(trace_configs=tracing.trace_configs) as session:
         with aiozipkin_client.use_span(parent):
-            await concurrent_small(session, base, WARMUP, _no_scope)
+            await concurrent_small(session, base, range(WARMUP), _no_scope)
             gc.collect()
             start = rss_bytes()
             samples = [start]
             done = 0
             while done < requests:
                 step = min(STEP, requests - done)
-                await concurrent_small(session, base, step, _no_scope)
+                await concurrent_small(session, base, range(step), _no_scope)
                 done += step
                 samples.append(rss_bytes())
             end = samples[-1]

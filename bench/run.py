@@ -5,18 +5,31 @@ this process is pinned to CPU 0, so the CPU time measured here is the client's a
 ``time.process_time()`` counts every thread of this process, so exporter threads and background
 reporting tasks are charged too.
 
-One *block* is one configuration running one case for a fixed number of requests with a fresh
-session and a fresh tracer; its measured time starts before the first request and ends after
-the tracer flushed every span of the block to the collector. Each request is made under its own
+One *block* is one configuration running one case for a fixed number of requests with its own
+session and tracer. A round runs, case by case, one block per configuration, the blocks cut into
+*slices* (500 small GETs or 100 large requests: ``bench.workloads``) and interleaved: the first
+slice of every configuration, then the second of every one, and so on, each slice in an order
+rotated from the last. A slice's measured time starts before its first request and ends when its
+tracer has flushed the slice's spans to the collector (``Tracing.flush``); the collector's count
+after each slice checks that every span of that slice, and no other, arrived, so no post is
+charged to another configuration. A block's time is the sum of its slices'. Why slices: the
+machine's speed drifts over seconds (consecutive blocks of the earlier, whole-block design were
+correlated, r = 0.6), and configurations measured 50-100 ms apart see nearly the same machine:
+for the same running time, the ratios' intervals came out three to four times narrower.
+Sessions, tracers and parents are made before the slices, and what exists then is frozen out of
+the garbage collector's view (``gc.freeze``); a collection before every slice, outside the
+measured time, leaves each slice only its own garbage. Each request is made under its own
 parent, sampled as the case says (sampled, unsampled, or exactly 1 in 100: ``bench.workloads``);
 the parents are made and turned into each tracer's form before the measured time
-(``bench.tracers``). A *round* runs every case for every configuration, in an order rotated
-each round, so slow drifts of the machine hit all configurations alike. The report gives, per
-case and configuration, the median over rounds of the CPU and wall time per request, and each
-configuration's *overhead*: the median over rounds of (traced minus untraced CPU time per
-request), both measured in the same round. *Above aiohttp* is the same with the empty
-``TraceConfig`` floor (``bench.floors``) in place of "untraced": the part of an overhead that is
-the tracer's own, once aiohttp's price for having a trace config at all is taken out.
+(``bench.tracers``). The rounds rotate the order too, so slow drifts of the machine hit all
+configurations alike.
+
+The report gives, per case and configuration, the median over rounds of the CPU and wall time
+per request, and each configuration's *overhead*: the median over rounds of (traced minus
+untraced CPU time per request), both measured in the same round. *Above aiohttp* is the same
+with the empty ``TraceConfig`` floor (``bench.floors``) in place of "untraced": the part of an
+overhead that is the tracer's own, once aiohttp's price for having a trace config at all is
+taken out.
 
 Our overhead is then divided by each other tracer's (ratios of the medians), plainly and above
 aiohttp, and the targets of issue #11 (:data:`TARGETS`) are judged on the plain ratios: each
@@ -52,7 +65,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -63,8 +76,8 @@ import aiohttp
 from . import memory
 from .floors import FLOORS
 from .server import SPANS_PATH, CollectorStats, pin_to_cpu, serve
-from .tracers import CONFIGS, TRACERS, start_tracing
-from .workloads import CASES, Case, make_parents
+from .tracers import CONFIGS, TRACERS, Tracing, start_tracing
+from .workloads import CASES, Case, Parent, Scope, make_parents
 
 __all__ = ("main",)
 
@@ -155,40 +168,86 @@ async def collector_stats(stats_session: aiohttp.ClientSession, base: str) -> Co
         return CollectorStats(**await response.json())
 
 
+@dataclass
+class _Block:
+    """One configuration's block of one case in one round, open across its slices."""
+
+    tracing: Tracing
+    session: aiohttp.ClientSession
+    parents: list[Parent]
+    scope: Scope
+    cpu: float = 0.0  # seconds, summed over the slices
+    wall: float = 0.0
+    stats: CollectorStats = field(default_factory=CollectorStats)
+
+
+def _added(a: CollectorStats, b: CollectorStats) -> CollectorStats:
+    return CollectorStats(**{f.name: getattr(a, f.name) + getattr(b, f.name) for f in fields(a)})
+
+
 async def measure(
-    config: str,
     case: Case,
+    configs: Sequence[str],
     requests: int,
     round_: int,
     server: Server,
     stats_session: aiohttp.ClientSession,
-) -> Sample:
-    parents = make_parents(case.sampling, requests)
-    tracing = await start_tracing(config, server.collector_url, case.sampling)
-    scope = tracing.scope(parents)
-    # Exact for any block size; round(requests * rate) when it is a multiple of 100.
-    expected = tracing.expected_spans(parents)
-    session = aiohttp.ClientSession(trace_configs=tracing.trace_configs)
+) -> list[Sample]:
+    """One block of ``requests`` per configuration, the blocks run in interleaved slices."""
+    size = requests // case.slices
+    blocks: dict[str, _Block] = {}
     try:
+        for config in configs:
+            parents = make_parents(case.sampling, requests)
+            tracing = await start_tracing(config, server.collector_url, case.sampling)
+            session = aiohttp.ClientSession(trace_configs=tracing.trace_configs)
+            blocks[config] = _Block(tracing, session, parents, tracing.scope(parents))
+        # What exists now (the run's samples, every block's parents and tracer) is left out of
+        # the collections from here on: a full collection of it would cost tens of milliseconds,
+        # in whichever slice it fell. The collection before each slice then only looks at what
+        # the slices made, so no slice pays for another's garbage.
         gc.collect()
-        cpu = time.process_time()
-        wall = time.perf_counter()
-        await case.run(session, server.base, requests, scope)
-        await tracing.close()
-        wall = time.perf_counter() - wall
-        cpu = time.process_time() - cpu
+        gc.freeze()
+        for slice_ in range(case.slices):
+            indices = range(slice_ * size, (slice_ + 1) * size)
+            for config in rotated(configs, round_ + slice_):
+                block = blocks[config]
+                gc.collect()
+                cpu = time.process_time()
+                wall = time.perf_counter()
+                await case.run(block.session, server.base, indices, block.scope)
+                await block.tracing.flush()
+                block.wall += time.perf_counter() - wall
+                block.cpu += time.process_time() - cpu
+                # Every slice's spans, and only they, must have reached the collector: a post
+                # that ran in another configuration's slice would be charged to the wrong one.
+                stats = await collector_stats(stats_session, server.base)
+                expected = block.tracing.expected_spans(block.parents[indices.start : indices.stop])
+                if stats.spans != expected or stats.invalid_posts:
+                    print(
+                        f"  ! {config}/{case.name}, slice {slice_ + 1}: the collector got"
+                        f" {stats.spans} spans ({stats.invalid_posts} invalid posts),"
+                        f" expected {expected}",
+                        file=sys.stderr,
+                    )
+                block.stats = _added(block.stats, stats)
     finally:
-        await session.close()
-    stats = await collector_stats(stats_session, server.base)
-    if stats.spans != expected or stats.invalid_posts:
-        print(
-            f"  ! {config}/{case.name}: the collector got {stats.spans} spans"
-            f" ({stats.invalid_posts} invalid posts), expected {expected}",
-            file=sys.stderr,
+        gc.unfreeze()
+        for block in blocks.values():
+            await block.tracing.close()
+            await block.session.close()
+    return [
+        Sample(
+            config,
+            case.name,
+            round_,
+            requests,
+            block.cpu / requests * 1e6,
+            block.wall / requests * 1e6,
+            block.stats,
         )
-    return Sample(
-        config, case.name, round_, requests, cpu / requests * 1e6, wall / requests * 1e6, stats
-    )
+        for config, block in blocks.items()
+    ]
 
 
 def rotated(items: Sequence[str], by: int) -> list[str]:
@@ -204,16 +263,13 @@ async def run_rounds(
         await collector_stats(stats_session, server.base)
         # One short unmeasured pass: imports, code paths and the server's first connections.
         for case in cases:
-            for config in configs:
-                await measure(config, case, max(20, case.quick // 10), -1, server, stats_session)
+            warm_up = case.slices * max(5, case.quick // (10 * case.slices))
+            await measure(case, configs, warm_up, -1, server, stats_session)
         for round_ in range(rounds):
             started = time.perf_counter()
             for case in cases:
-                for config in rotated(configs, round_):
-                    count = case.quick if quick else case.requests
-                    samples.append(
-                        await measure(config, case, count, round_, server, stats_session)
-                    )
+                count = case.quick if quick else case.requests
+                samples += await measure(case, configs, count, round_, server, stats_session)
             print(f"  round {round_ + 1}/{rounds} done in {time.perf_counter() - started:.1f} s")
     return samples
 

@@ -31,13 +31,18 @@ The parents are made, and turned into each configuration's form, before the meas
 the request, and the tracing. Entering a scope costs everyone one small object and one context
 variable set and reset (OpenTelemetry: ``attach``/``detach``, its own way of doing that).
 
-Each reporter keeps its own defaults (batch sizes, intervals). :meth:`Tracing.close` flushes
-every span of the block to the collector, and the benchmark counts it inside the measured time,
-so the cost of encoding and posting the spans is charged to the tracer that made them.
+Each reporter keeps its own defaults (batch sizes, intervals). :meth:`Tracing.flush` delivers
+every span reported so far to the collector and returns once the collector took them; the
+benchmark ends every measured slice with it (``bench.run``), so the cost of encoding and posting
+the spans is charged to the tracer that made them, in the slice that made them. Only
+OpenTelemetry has a public flush (``force_flush``); the two Zipkin reporters are flushed through
+their internals (:func:`flush_aiozipkin`, :func:`flush_ours`), which only a benchmark may do.
+:meth:`Tracing.close` stops the reporter at the end of a block, outside the measured time.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar, Token
 from typing import Final, Generic, TypeVar
@@ -46,6 +51,7 @@ import aiohttp
 import aiozipkin
 from aiozipkin.aiohttp_helpers import zipkin_context
 from aiozipkin.helpers import TraceContext
+from aiozipkin.transport import Transport as AiozipkinTransport
 from opentelemetry import context as otel_context
 from opentelemetry.exporter.zipkin.json import ZipkinExporter
 from opentelemetry.instrumentation.aiohttp_client import create_trace_config
@@ -67,12 +73,24 @@ from aiozipkin_client.reporting import ZipkinTransport
 from .floors import FLOORS, PARENT, bare_recorder, empty_config, listen_only, same_spans
 from .workloads import ONE_PERCENT, SAMPLED, SAMPLING_RATES, UNSAMPLED, Parent, Scope
 
-__all__ = ("CONFIGS", "SERVICE", "TRACERS", "Tracing", "start_tracing")
+__all__ = (
+    "CONFIGS",
+    "SERVICE",
+    "TRACERS",
+    "Tracing",
+    "flush_aiozipkin",
+    "flush_ours",
+    "start_tracing",
+)
 
 SERVICE: Final = "bench-client"
 #: In report order; the first is the baseline every overhead is measured against.
 TRACERS: Final = ("none", "aiozipkin", "opentelemetry", "aiozipkin_client")
 CONFIGS: Final = (*TRACERS, *FLOORS)
+#: How long a flush sleeps between two looks at whether its reporter has delivered everything,
+#: and how long it waits at most (the collector is local and always answers at once).
+FLUSH_POLL: Final = 0.001
+FLUSH_TIMEOUT: Final = 30.0
 
 T = TypeVar("T")
 
@@ -147,6 +165,7 @@ class Tracing:
         name: str,
         trace_configs: list[aiohttp.TraceConfig],
         scope: Callable[[Sequence[Parent]], Scope],
+        flush: Callable[[], Awaitable[None]],
         close: Callable[[], Awaitable[None]],
         spans_per_request: float,
         tracer: aiozipkin.Tracer | None = None,
@@ -156,7 +175,9 @@ class Tracing:
         #: ``scope(parents)`` turns the block's parents into this configuration's form (do it
         #: before the measured time) and gives the workloads' ``scope(i)`` factory.
         self.scope = scope
-        #: Flush every span of the block to the collector and stop the reporter.
+        #: Deliver every span reported so far; returns once the collector answered.
+        self.flush = flush
+        #: Flush and stop the reporter.
         self.close = close
         #: Spans the collector should receive per request, on average (the sampling rate for a
         #: tracer, 0 for the rest).
@@ -171,6 +192,51 @@ class Tracing:
 
 async def _nothing() -> None:
     return None
+
+
+async def flush_ours(transport: ZipkinTransport) -> None:
+    """Deliver what ``transport`` buffers, as if its send interval ended now.
+
+    A batch leaves the buffer only once the collector answered, so an empty buffer means
+    delivered. The due time is moved again at every look, because the sender sets it anew after
+    each post, and a partial batch behind a full one would otherwise wait for the interval.
+    """
+    async with asyncio.timeout(FLUSH_TIMEOUT):
+        while transport.stats().queued:
+            transport._next_flush = 0.0
+            wake = transport._wake
+            if wake is not None:
+                wake.set()
+            await asyncio.sleep(FLUSH_POLL)
+
+
+async def flush_aiozipkin(tracer: aiozipkin.Tracer) -> None:
+    """Deliver what aiozipkin's batch manager holds, and wait for a post its loop had started.
+
+    ``_send`` posts the open batch and the full ones. The manager's own loop takes full batches
+    too (a full batch cancels its timer); it is idle again once it waits on a new timer.
+    """
+    transport = tracer._transport
+    if not isinstance(transport, AiozipkinTransport):
+        raise TypeError(f"not aiozipkin's transport: {transport!r}")
+    manager = transport._batch_manager
+    async with asyncio.timeout(FLUSH_TIMEOUT):
+        await manager._send()
+        # aiozipkin has no event to wait on: look again until its loop waits on a timer.
+        while (  # noqa: ASYNC110
+            manager._active_batch
+            or manager._sending_batches
+            or manager._timer is None
+            or manager._timer.done()
+        ):
+            await asyncio.sleep(FLUSH_POLL)
+
+
+def _our_transport(tracer: aiozipkin.Tracer) -> ZipkinTransport:
+    transport = tracer._transport
+    if not isinstance(transport, ZipkinTransport):
+        raise TypeError(f"not aiozipkin_client's transport: {transport!r}")
+    return transport
 
 
 def _otel_root_sampler(sampling: str) -> Sampler:
@@ -191,7 +257,13 @@ async def start_tracing(name: str, collector_url: str, sampling: str = SAMPLED) 
     if name == "aiozipkin":
         tracer = await aiozipkin.create(collector_url, endpoint, sample_rate=rate)
         return Tracing(
-            name, [aiozipkin.make_trace_config(tracer)], _zipkin_scopes, tracer.close, rate, tracer
+            name,
+            [aiozipkin.make_trace_config(tracer)],
+            _zipkin_scopes,
+            lambda: flush_aiozipkin(tracer),
+            tracer.close,
+            rate,
+            tracer,
         )
     if name == "opentelemetry":
         provider = TracerProvider(
@@ -200,19 +272,30 @@ async def start_tracing(name: str, collector_url: str, sampling: str = SAMPLED) 
         )
         provider.add_span_processor(BatchSpanProcessor(ZipkinExporter(endpoint=collector_url)))
 
+        async def otel_flush() -> None:
+            # Blocks until the exporter thread (whose CPU time is ours) posted what is queued.
+            provider.force_flush()
+
         async def otel_close() -> None:
-            # Exports what is queued and joins the exporter thread (whose CPU time is ours).
+            # Exports what is queued and joins the exporter thread.
             provider.shutdown()
 
         return Tracing(
-            name, [create_trace_config(tracer_provider=provider)], _otel_scopes, otel_close, rate
+            name,
+            [create_trace_config(tracer_provider=provider)],
+            _otel_scopes,
+            otel_flush,
+            otel_close,
+            rate,
         )
     if name == "aiozipkin_client":
         tracer = await aiozipkin_client.create(collector_url, endpoint, sample_rate=rate)
+        ours = _our_transport(tracer)
         return Tracing(
             name,
             [aiozipkin_client.make_trace_config(tracer)],
             _zipkin_scopes,
+            lambda: flush_ours(ours),
             tracer.close,
             rate,
             tracer,
@@ -223,6 +306,7 @@ async def start_tracing(name: str, collector_url: str, sampling: str = SAMPLED) 
             name,
             [same_spans(transport, SERVICE, "127.0.0.1")],
             _zipkin_scopes,
+            lambda: flush_ours(transport),
             transport.close,
             rate,
         )
@@ -232,7 +316,7 @@ async def start_tracing(name: str, collector_url: str, sampling: str = SAMPLED) 
         "bare_recorder": lambda: bare_recorder([]),
     }
     if name == "none":
-        return Tracing(name, [], _floor_scopes, _nothing, 0.0)
+        return Tracing(name, [], _floor_scopes, _nothing, _nothing, 0.0)
     if name in floors:
-        return Tracing(name, [floors[name]()], _floor_scopes, _nothing, 0.0)
+        return Tracing(name, [floors[name]()], _floor_scopes, _nothing, _nothing, 0.0)
     raise ValueError(f"unknown configuration {name!r}; choose from {', '.join(CONFIGS)}")

@@ -32,9 +32,11 @@ import aiohttp
 __all__ = (
     "CASES",
     "CONCURRENCY",
+    "LARGE_SLICES",
     "ONE_PERCENT",
     "SAMPLED",
     "SAMPLING_RATES",
+    "SMALL_SLICES",
     "UNSAMPLED",
     "UPLOAD_CHUNK",
     "UPLOAD_CHUNKS",
@@ -92,22 +94,24 @@ def make_parents(sampling: str, count: int) -> list[Parent]:
 
 #: ``scope(i)``: the context manager inside which request ``i`` is made.
 Scope = Callable[[int], AbstractContextManager[object]]
-Workload = Callable[[aiohttp.ClientSession, str, int, Scope], Awaitable[None]]
+#: ``workload(session, base, indices, scope)`` makes requests ``indices`` of a block (a slice of
+#: it: ``bench.run``), request ``i`` to its own URL and inside ``scope(i)``.
+Workload = Callable[[aiohttp.ClientSession, str, range, Scope], Awaitable[None]]
 
 
 async def sequential_small(
-    session: aiohttp.ClientSession, base: str, count: int, scope: Scope
+    session: aiohttp.ClientSession, base: str, indices: range, scope: Scope
 ) -> None:
-    for i in range(count):
+    for i in indices:
         with scope(i):
             async with session.get(f"{base}/items/{i}") as response:
                 await response.read()
 
 
 async def concurrent_small(
-    session: aiohttp.ClientSession, base: str, count: int, scope: Scope
+    session: aiohttp.ClientSession, base: str, indices: range, scope: Scope
 ) -> None:
-    ids = iter(range(count))
+    ids = iter(indices)
 
     async def worker() -> None:
         for i in ids:
@@ -118,10 +122,10 @@ async def concurrent_small(
     await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
 
 
-async def download(session: aiohttp.ClientSession, base: str, count: int, scope: Scope) -> None:
+async def download(session: aiohttp.ClientSession, base: str, indices: range, scope: Scope) -> None:
     # Streamed, as large bodies are read: read() would allocate and fault in a fresh 1 MiB
     # buffer per request, whose cost swings by more than any tracer's between blocks.
-    for i in range(count):
+    for i in indices:
         with scope(i):
             async with session.get(f"{base}/blobs/{i}") as response:
                 async for _ in response.content.iter_chunked(DOWNLOAD_CHUNK):
@@ -134,18 +138,25 @@ async def _chunks() -> AsyncIterator[bytes]:
 
 
 async def streamed_upload(
-    session: aiohttp.ClientSession, base: str, count: int, scope: Scope
+    session: aiohttp.ClientSession, base: str, indices: range, scope: Scope
 ) -> None:
-    for i in range(count):
+    for i in indices:
         with scope(i):
             async with session.post(f"{base}/uploads/{i}", data=_chunks()) as response:
                 await response.read()
 
 
+#: Slices a block of small GETs is cut into (3,000 requests: 500 a slice, our reporter's batch
+#: size and five of aiozipkin's), and a block of 1 MiB requests (300: 100 a slice).
+SMALL_SLICES: Final = 6
+LARGE_SLICES: Final = 3
+
+
 @dataclass(frozen=True)
 class Case:
     """One request pattern and sampling mode: ``requests`` per measured block (``quick`` with
-    ``--quick``)."""
+    ``--quick``), run in ``slices`` equal slices interleaved with the other configurations'
+    (``bench.run``)."""
 
     name: str
     title: str
@@ -153,13 +164,25 @@ class Case:
     requests: int
     quick: int
     sampling: str = SAMPLED
+    slices: int = SMALL_SLICES
+
+    def __post_init__(self) -> None:
+        if self.requests % self.slices or self.quick % self.slices:
+            raise ValueError(f"{self.name}: {self.slices} slices must divide the block sizes")
 
 
 CASES: Final = (
     Case("sequential_small", "sequential small GETs", sequential_small, 3000, 300),
     Case("concurrent_small", "16 concurrent small GETs", concurrent_small, 3000, 300),
-    Case("download_1mib", "1 MiB downloads (streamed)", download, 300, 30),
-    Case("upload_streamed", "streamed 1 MiB uploads (16 chunks)", streamed_upload, 300, 30),
+    Case("download_1mib", "1 MiB downloads (streamed)", download, 300, 30, slices=LARGE_SLICES),
+    Case(
+        "upload_streamed",
+        "streamed 1 MiB uploads (16 chunks)",
+        streamed_upload,
+        300,
+        30,
+        slices=LARGE_SLICES,
+    ),
     Case(
         "sequential_small_unsampled",
         "sequential small GETs, unsampled",
