@@ -8,21 +8,20 @@ reporting tasks are charged too.
 One *block* is one configuration running one case for a fixed number of requests with its own
 session and tracer. A round runs, case by case, one block per configuration, the blocks cut into
 *slices* (500 small GETs or 100 large requests: ``bench.workloads``) and interleaved: the first
-slice of every configuration, then the second of every one, and so on, each slice in an order
-rotated from the last. A slice's measured time starts before its first request and ends when its
-tracer has flushed the slice's spans to the collector (``Tracing.flush``); the collector's count
-after each slice checks that every span of that slice, and no other, arrived, so no post is
-charged to another configuration. A block's time is the sum of its slices'. Why slices: the
+slice of every configuration, then the second of every one, and so on, in orders where each
+configuration follows every other equally often (:func:`balanced_order`). A slice's measured
+time starts before its first request and ends when its tracer has flushed the slice's spans to
+the collector (``Tracing.flush``) and the garbage the slice left was collected; the collector's
+count after each slice checks that every span of that slice, and no other, arrived, so no post
+is charged to another configuration. A block's time is the sum of its slices'. Why slices: the
 machine's speed drifts over seconds (consecutive blocks of the earlier, whole-block design were
 correlated, r = 0.6), and configurations measured 50-100 ms apart see nearly the same machine:
 for the same running time, the ratios' intervals came out three to four times narrower.
 Sessions, tracers and parents are made before the slices, and what exists then is frozen out of
-the garbage collector's view (``gc.freeze``); a collection before every slice, outside the
-measured time, leaves each slice only its own garbage. Each request is made under its own
-parent, sampled as the case says (sampled, unsampled, or exactly 1 in 100: ``bench.workloads``);
-the parents are made and turned into each tracer's form before the measured time
-(``bench.tracers``). The rounds rotate the order too, so slow drifts of the machine hit all
-configurations alike.
+the garbage collector's view (``gc.freeze``), so the collection that ends each slice looks only
+at what the slices made. Each request is made under its own parent, sampled as the case says
+(sampled, unsampled, or exactly 1 in 100: ``bench.workloads``); the parents are made and turned
+into each tracer's form before the measured time (``bench.tracers``).
 
 The report gives, per case and configuration, the median over rounds of the CPU and wall time
 per request, and each configuration's *overhead*: the median over rounds of (traced minus
@@ -43,8 +42,8 @@ earlier run saved, without running anything.
 Duration: a full run (``python -m bench``) is 8 cases x 8 configurations x :data:`ROUNDS` rounds
 (30: the unsampled overheads are small, so their medians need more rounds than the sampled ones
 did) plus the two 100,000-request memory runs. On a 2-CPU VM a round takes 30-40 s (3,000
-requests per small-GET block, 300 per 1 MiB block, plus setting up and flushing each block),
-and the whole about 21 minutes.
+requests per small-GET block, 300 per 1 MiB block, in 6 or 3 slices, plus setting up each
+block and a count of the collector's spans after each slice), and the whole about 18 minutes.
 ``--quick`` is a smoke run of the same (every case and configuration, a tenth of the requests,
 :data:`QUICK_ROUNDS` rounds, 10,000-request memory runs): about a minute, and it writes nothing
 unless asked to; its figures are too few to judge anything by.
@@ -54,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import multiprocessing
@@ -131,6 +131,9 @@ class Sample:
     cpu_us: float  # client CPU time per request, microseconds
     wall_us: float  # wall time per request, microseconds
     collector: CollectorStats
+    #: Slices after which the collector had not got exactly that slice's spans (0 in a sound
+    #: run: otherwise some reporting was charged to the wrong slice).
+    failed_checks: int = 0
 
 
 @dataclass
@@ -179,10 +182,35 @@ class _Block:
     cpu: float = 0.0  # seconds, summed over the slices
     wall: float = 0.0
     stats: CollectorStats = field(default_factory=CollectorStats)
+    failed_checks: int = 0
 
 
 def _added(a: CollectorStats, b: CollectorStats) -> CollectorStats:
     return CollectorStats(**{f.name: getattr(a, f.name) + getattr(b, f.name) for f in fields(a)})
+
+
+def balanced_order(items: Sequence[str], index: int) -> list[str]:
+    """The ``index``-th order of ``items`` in a Williams design.
+
+    Over ``len(items)`` consecutive orders (twice that for an odd count) every item takes every
+    position equally often and follows every other item equally often, so whatever one slice
+    leaves behind (caches, a thread still winding down) is not always met by the same
+    configuration, as it would be with plain rotations.
+    """
+    n = len(items)
+    # First order: 0, 1, n-1, 2, n-2, ...; the others add a constant, modulo n.
+    first = [0]
+    low, high = 1, n - 1
+    while len(first) < n:
+        first.append(low)
+        low += 1
+        if len(first) < n:
+            first.append(high)
+            high -= 1
+    orders = [[(k + shift) % n for k in first] for shift in range(n)]
+    if n % 2:
+        orders += [order[::-1] for order in orders]
+    return [items[k] for k in orders[index % len(orders)]]
 
 
 async def measure(
@@ -194,29 +222,34 @@ async def measure(
     stats_session: aiohttp.ClientSession,
 ) -> list[Sample]:
     """One block of ``requests`` per configuration, the blocks run in interleaved slices."""
+    if requests % case.slices:
+        raise ValueError(f"{requests} requests cannot be cut into {case.slices} equal slices")
     size = requests // case.slices
     blocks: dict[str, _Block] = {}
-    try:
+    async with contextlib.AsyncExitStack() as stack:
         for config in configs:
             parents = make_parents(case.sampling, requests)
             tracing = await start_tracing(config, server.collector_url, case.sampling)
+            stack.push_async_callback(tracing.close)
             session = aiohttp.ClientSession(trace_configs=tracing.trace_configs)
+            stack.push_async_callback(session.close)
             blocks[config] = _Block(tracing, session, parents, tracing.scope(parents))
         # What exists now (the run's samples, every block's parents and tracer) is left out of
         # the collections from here on: a full collection of it would cost tens of milliseconds,
-        # in whichever slice it fell. The collection before each slice then only looks at what
-        # the slices made, so no slice pays for another's garbage.
+        # in whichever slice it fell. Each slice ends with a collection of what the slices
+        # made, inside its measured time: it pays for its own garbage and leaves none behind.
         gc.collect()
         gc.freeze()
+        stack.callback(gc.unfreeze)
         for slice_ in range(case.slices):
             indices = range(slice_ * size, (slice_ + 1) * size)
-            for config in rotated(configs, round_ + slice_):
+            for config in balanced_order(configs, round_ * case.slices + slice_):
                 block = blocks[config]
-                gc.collect()
                 cpu = time.process_time()
                 wall = time.perf_counter()
                 await case.run(block.session, server.base, indices, block.scope)
                 await block.tracing.flush()
+                gc.collect()
                 block.wall += time.perf_counter() - wall
                 block.cpu += time.process_time() - cpu
                 # Every slice's spans, and only they, must have reached the collector: a post
@@ -224,6 +257,7 @@ async def measure(
                 stats = await collector_stats(stats_session, server.base)
                 expected = block.tracing.expected_spans(block.parents[indices.start : indices.stop])
                 if stats.spans != expected or stats.invalid_posts:
+                    block.failed_checks += 1
                     print(
                         f"  ! {config}/{case.name}, slice {slice_ + 1}: the collector got"
                         f" {stats.spans} spans ({stats.invalid_posts} invalid posts),"
@@ -231,11 +265,13 @@ async def measure(
                         file=sys.stderr,
                     )
                 block.stats = _added(block.stats, stats)
-    finally:
-        gc.unfreeze()
-        for block in blocks.values():
-            await block.tracing.close()
-            await block.session.close()
+    # Closing flushed nothing more, or it went to no slice: say so.
+    late = await collector_stats(stats_session, server.base)
+    if late.posts:
+        print(
+            f"  ! {case.name}: {late.spans} spans reached the collector after the last slice",
+            file=sys.stderr,
+        )
     return [
         Sample(
             config,
@@ -245,14 +281,10 @@ async def measure(
             block.cpu / requests * 1e6,
             block.wall / requests * 1e6,
             block.stats,
+            block.failed_checks,
         )
         for config, block in blocks.items()
     ]
-
-
-def rotated(items: Sequence[str], by: int) -> list[str]:
-    by %= len(items)
-    return [*items[by:], *items[:by]]
 
 
 async def run_rounds(
@@ -300,6 +332,7 @@ def summarise(
                 "cpu_us": statistics.median(cpu),
                 "cpu_us_iqr": _quartiles(cpu),
                 "wall_us": statistics.median(wall),
+                "failed_checks": sum(s.failed_checks for s in mine),
             }
             if config != "none":
                 paired = {
@@ -551,6 +584,20 @@ def _render_times(result: dict[str, Any]) -> list[str]:
                 f" {row['annotations_per_span']:.1f} | {row['json_bytes_per_span']:.0f} |"
                 f" {row['wire_bytes_per_span']:.0f} |"
             )
+    failed = [
+        f"{LABELS.get(config, config)} in {result_case['title']}: {row['failed_checks']}"
+        for result_case in result["cases"].values()
+        for config, row in result_case["configs"].items()
+        if row.get("failed_checks")
+    ]
+    lines.append("")
+    if failed:
+        lines.append(
+            "SLICES WHOSE SPANS DID NOT ALL REACH THE COLLECTOR IN THE SLICE (their reporting"
+            " was charged to another slice; these figures are suspect): " + "; ".join(failed)
+        )
+    else:
+        lines.append("Every slice's spans, and no others, reached the collector within the slice.")
     return lines
 
 
