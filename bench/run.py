@@ -41,9 +41,9 @@ earlier run saved, without running anything.
 
 Duration: a full run (``python -m bench``) is 8 cases x 8 configurations x :data:`ROUNDS` rounds
 (30: the unsampled overheads are small, so their medians need more rounds than the sampled ones
-did) plus the two 100,000-request memory runs. On a 2-CPU VM a round takes 30-40 s (3,000
+did) plus the two 100,000-request memory runs. On a 2-CPU VM a round takes about 30 s (3,000
 requests per small-GET block, 300 per 1 MiB block, in 6 or 3 slices, plus setting up each
-block and a count of the collector's spans after each slice), and the whole about 18 minutes.
+block and a count of the collector's spans after each slice), and the whole about 16 minutes.
 ``--quick`` is a smoke run of the same (every case and configuration, a tenth of the requests,
 :data:`QUICK_ROUNDS` rounds, 10,000-request memory runs): about a minute, and it writes nothing
 unless asked to; its figures are too few to judge anything by.
