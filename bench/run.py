@@ -132,8 +132,9 @@ class Sample:
     wall_us: float  # wall time per request, microseconds
     collector: CollectorStats
     #: Slices after which the collector had not got exactly that slice's spans (0 in a sound
-    #: run: otherwise some reporting was charged to the wrong slice).
-    failed_checks: int = 0
+    #: run: otherwise some reporting was charged to the wrong slice); None in the results of
+    #: the earlier whole-block design, which had no slices to check.
+    failed_checks: int | None = None
 
 
 @dataclass
@@ -332,7 +333,7 @@ def summarise(
                 "cpu_us": statistics.median(cpu),
                 "cpu_us_iqr": _quartiles(cpu),
                 "wall_us": statistics.median(wall),
-                "failed_checks": sum(s.failed_checks for s in mine),
+                "failed_checks": _total_failed_checks(mine),
             }
             if config != "none":
                 paired = {
@@ -376,6 +377,11 @@ def summarise(
                     ours[f"ratio_to_{other}_interval"] = interval
         summary[case.name] = {"title": case.title, "sampling": case.sampling, "configs": rows}
     return summary
+
+
+def _total_failed_checks(samples: Sequence[Sample]) -> int | None:
+    counts = [s.failed_checks for s in samples]
+    return None if None in counts else sum(c for c in counts if c is not None)
 
 
 def ratio_interval(ours: dict[int, float], theirs: dict[int, float]) -> tuple[float, float] | None:
@@ -584,14 +590,20 @@ def _render_times(result: dict[str, Any]) -> list[str]:
                 f" {row['annotations_per_span']:.1f} | {row['json_bytes_per_span']:.0f} |"
                 f" {row['wire_bytes_per_span']:.0f} |"
             )
-    failed = [
-        f"{LABELS.get(config, config)} in {result_case['title']}: {row['failed_checks']}"
+    rows = [
+        (result_case["title"], config, row.get("failed_checks"))
         for result_case in result["cases"].values()
         for config, row in result_case["configs"].items()
-        if row.get("failed_checks")
+    ]
+    failed = [
+        f"{LABELS.get(config, config)} in {title}: {count}"
+        for title, config, count in rows
+        if count
     ]
     lines.append("")
-    if failed:
+    if any(count is None for _, _, count in rows):
+        lines.append("This run measured whole blocks, before the per-slice check of the collector.")
+    elif failed:
         lines.append(
             "SLICES WHOSE SPANS DID NOT ALL REACH THE COLLECTOR IN THE SLICE (their reporting"
             " was charged to another slice; these figures are suspect): " + "; ".join(failed)
@@ -765,6 +777,12 @@ def resummarise(result: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def _save(output: Path, result: dict[str, Any], text: str) -> None:
+    """The result as JSON at ``output``, and its report as Markdown beside it."""
+    output.write_text(json.dumps(result, indent=1) + "\n")
+    output.with_suffix(".md").write_text(text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     command = " ".join(["python -m bench", *(sys.argv[1:] if argv is None else argv)])
@@ -773,8 +791,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         text = render(result)
         print(text)
         if args.output is not None:
-            args.output.write_text(json.dumps(result, indent=1) + "\n")
-            args.output.with_suffix(".md").write_text(text)
+            _save(args.output, result, text)
         return 0
     result = asyncio.run(_main(args, command))
     text = render(result)
@@ -785,8 +802,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         output = RESULTS / ("memory.json" if args.memory_only else "latest.json")
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(result, indent=1) + "\n")
-        output.with_suffix(".md").write_text(text)
+        _save(output, result, text)
         print(f"written: {output} and {output.with_suffix('.md')}")
     failed = result.get("memory", {}).get("ok") is False
     return 1 if failed else 0

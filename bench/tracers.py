@@ -260,10 +260,7 @@ def flush_aiozipkin(tracer: aiozipkin.Tracer) -> Callable[[], Awaitable[None]]:
     too (a full batch cancels its timer); it is idle again once it waits on a new timer, which
     it starts in the same step as its last post returns.
     """
-    transport = tracer._transport
-    if not isinstance(transport, AiozipkinTransport):
-        raise TypeError(f"not aiozipkin's transport: {transport!r}")
-    manager = transport._batch_manager
+    manager = _transport(tracer, AiozipkinTransport)._batch_manager
     posts = _Posts()
     manager._send_data = posts.wrap(manager._send_data)
 
@@ -283,10 +280,11 @@ def flush_aiozipkin(tracer: aiozipkin.Tracer) -> Callable[[], Awaitable[None]]:
     return flush
 
 
-def _our_transport(tracer: aiozipkin.Tracer) -> ZipkinTransport:
+def _transport(tracer: aiozipkin.Tracer, kind: type[T]) -> T:
+    """The tracer's transport, which must be a ``kind``."""
     transport = tracer._transport
-    if not isinstance(transport, ZipkinTransport):
-        raise TypeError(f"not aiozipkin_client's transport: {transport!r}")
+    if not isinstance(transport, kind):
+        raise TypeError(f"expected a {kind.__name__} transport, got {transport!r}")
     return transport
 
 
@@ -342,7 +340,7 @@ async def start_tracing(name: str, collector_url: str, sampling: str = SAMPLED) 
         )
     if name == "aiozipkin_client":
         tracer = await aiozipkin_client.create(collector_url, endpoint, sample_rate=rate)
-        ours = _our_transport(tracer)
+        ours = _transport(tracer, ZipkinTransport)
         return Tracing(
             name,
             [aiozipkin_client.make_trace_config(tracer)],
