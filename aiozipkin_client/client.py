@@ -94,6 +94,11 @@ _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 _FOLLOWED_SCHEMES: Final = frozenset({"http", "https", ""})
 _REMOTE_CACHE_SIZE: Final = 256
 _new_tuple: Final = tuple.__new__
+#: span_name() of the methods nearly every request has, looked up rather than worked out.
+_METHOD_NAMES: Final = {
+    method: span_name(method)
+    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+}
 #: Not in the table of remote endpoints (whose values may be None).
 _UNKNOWN: Final = Remote(Endpoint(None, None, None, None), None)
 
@@ -189,6 +194,10 @@ class ClientTracing:
         #: On a session's first request, warns if another tracing config is on it too.
         self.duplicate_check = DuplicateCheck()
         self._valid_parent: TraceContext | None = None
+        # Ours, not a subclass: it needs no RequestView, and its name and tags are strings the
+        # customizer would take as they are, so they are written to the hop directly.
+        parser = settings.request_parser
+        self._plain_parser = parser if type(parser) is HttpRequestParser else None
 
     # -- request lifecycle ---------------------------------------------------------------------
 
@@ -213,12 +222,12 @@ class ClientTracing:
             if request_ctx is None:
                 # _parent(None), written out: this is nearly every request's path.
                 parent = zipkin_context.get()
-                if (
-                    parent is not None
-                    and parent is not self._valid_parent
-                    and not self._usable(parent, "the current span")
-                ):
-                    parent = None
+                if parent is not None and parent is not self._valid_parent:
+                    # _usable(), written out for a valid parent.
+                    if is_valid_parent(parent):
+                        self._valid_parent = parent
+                    elif not self._usable(parent, "the current span"):
+                        parent = None
             else:
                 explicit_parent, ctx.propagate = read_trace_request_ctx(request_ctx)
                 parent = self._parent(explicit_parent)
@@ -247,9 +256,27 @@ class ClientTracing:
             # written out: one call less on every request).
             context: TraceContext = _new_tuple(
                 TraceContext,
-                (trace_id, parent_id, f"{getrandbits(64):016x}", sampled, debug, False),
+                (
+                    trace_id,
+                    parent_id,
+                    getrandbits(64).to_bytes(8, "big").hex(),
+                    sampled,
+                    debug,
+                    False,
+                ),
             )
-            hop = self._start_hop(context, method, url, headers, time())
+            # _start_hop(), written out for the first hop with our own request parser.
+            hop = Hop(context, method, url, headers, time())
+            if hop.recording:
+                parser = self._plain_parser
+                if parser is None:
+                    self._parse_request(hop)
+                else:
+                    try:
+                        hop.span_name = _METHOD_NAMES.get(method) or span_name(method)
+                        parser.set_tags(method, url, hop.tags)
+                    except Exception:
+                        log.exception("request_parser failed; the span keeps what it had")
             hop.active = True
             ctx.hop = hop
             ctx.ended = False
@@ -385,7 +412,12 @@ class ClientTracing:
             if status == 101 or content.is_eof():
                 # Nothing more to wait for (no body, or a protocol upgrade handed the
                 # connection over to a WebSocket whose lifetime is not this exchange's).
-                self._end_body(ctx, hop, status, response.headers, content, None, None, now)
+                # _end_body(), written out for this, the common end: nothing is watched yet,
+                # and the body did not end early.
+                hop.tags[RESPONSE_SIZE] = str(content.total_bytes)
+                self._close_hop(hop, now, status, response.headers, None)
+                ctx.hop = None
+                self._report(hop)
             else:
                 self._watch_body(ctx, hop, response)
         except Exception:
@@ -586,18 +618,20 @@ class ClientTracing:
     ) -> Hop:
         hop = Hop(context, method, url, headers, now)
         if hop.recording:
-            parser = self._settings.request_parser
-            try:
-                if type(parser) is HttpRequestParser:
-                    # Ours, not a subclass: it needs no RequestView, and its name and tags are
-                    # strings the customizer would take as they are.
-                    hop.span_name = span_name(method)
-                    parser.set_tags(method, url, hop.tags)
-                else:
-                    parser(hop.request, hop)
-            except Exception:
-                log.exception("request_parser failed; the span keeps what it had")
+            self._parse_request(hop)
         return hop
+
+    def _parse_request(self, hop: Hop) -> None:
+        """Name and tag a recorded hop with the request parser; a parser that fails is logged."""
+        try:
+            parser = self._plain_parser
+            if parser is not None:
+                hop.span_name = _METHOD_NAMES.get(hop.method) or span_name(hop.method)
+                parser.set_tags(hop.method, hop.url, hop.tags)
+            else:
+                self._settings.request_parser(hop.request, hop)
+        except Exception:
+            log.exception("request_parser failed; the span keeps what it had")
 
     def _activate(self, ctx: TraceConfigContext) -> Hop | None:
         """A connection attempt or the headers show the prepared hop is really being sent.
@@ -685,7 +719,7 @@ class ClientTracing:
         hop.end = now
         if not hop.recording:
             return
-        if isinstance(error, ClientResponseError) and error.status:
+        if error is not None and isinstance(error, ClientResponseError) and error.status:
             # raise_for_status: the response arrived; keep its status on the span.
             status = error.status
         if hop.body_first is not None and hop.body_last is not None:

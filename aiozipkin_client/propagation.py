@@ -147,10 +147,12 @@ def inject(
     >>> h["b3"]
     '463ac35c9f6413ad48485a3953bb6124-a2fb4a1d1a96d312-1'
     """
-    for name in B3_HEADERS:
-        # remove_b3_headers(), written out (it runs for every request).
-        if name in headers:
-            headers.popall(name)
+    if headers:
+        # remove_b3_headers(), written out (it runs for every request); nothing to look for in
+        # the empty headers most requests start with.
+        for name in B3_HEADERS:
+            if name in headers:
+                headers.popall(name)
     # No B3 header is left, so add() does what assignment would, without looking for one.
     add = headers.add
     if fmt is not B3Format.SINGLE:

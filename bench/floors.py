@@ -94,7 +94,7 @@ def bare_recorder(spans: list[str]) -> aiohttp.TraceConfig:
         if parent is None:
             return
         trace_id, parent_id, sampled = parent
-        span_id = f"{getrandbits(64):016x}"
+        span_id = getrandbits(64).to_bytes(8, "big").hex()
         headers = params.headers
         headers["X-B3-TraceId"] = trace_id
         headers["X-B3-SpanId"] = span_id
@@ -200,10 +200,11 @@ def same_spans(transport: ZipkinTransport, service: str, ipv4: str) -> aiohttp.T
             return
         trace_id, parent_id, sampled = parent.trace_id, parent.span_id, parent.sampled
         headers = params.headers
-        for name in B3_HEADERS:
-            if name in headers:
-                headers.popall(name)
-        span_id = f"{getrandbits(64):016x}"
+        if headers:
+            for name in B3_HEADERS:
+                if name in headers:
+                    headers.popall(name)
+        span_id = getrandbits(64).to_bytes(8, "big").hex()
         headers.add(_TRACE_ID, trace_id)
         headers.add(_SPAN_ID, span_id)
         headers.add(_PARENT_SPAN_ID, parent_id)

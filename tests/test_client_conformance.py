@@ -191,6 +191,24 @@ async def test_replaces_b3_headers_the_caller_set(
     assert_propagated(backend.take_one(), span)
 
 
+@pytest.mark.parametrize("bits", [1, 0xFFDC9BB9A6453DF3, 2**64 - 1])
+async def test_span_ids_are_sixteen_lower_hex_digits_leading_zeros_kept(
+    harness: Harness,
+    backend: Backend,
+    recorder: SpanRecorder,
+    monkeypatch: pytest.MonkeyPatch,
+    bits: int,
+) -> None:
+    # B3 and Zipkin want exactly 16 lower-hex digits: a small random value keeps its zeros.
+    monkeypatch.setattr(aiozipkin_client.client, "getrandbits", lambda k: bits)
+
+    await harness.request("GET", backend.url / "ok")
+
+    span = recorder.take_one()
+    assert span["id"] == f"{bits:016x}"
+    assert_propagated(backend.take_one(), span)
+
+
 async def test_single_header_format(
     make_harness: Any, backend: Backend, recorder: SpanRecorder
 ) -> None:

@@ -18,7 +18,7 @@ from aiozipkin.record import Record
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from aiozipkin_client import HttpRequestParser, RequestView, encode_span
+from aiozipkin_client import HttpRequestParser, RequestView, _spans, encode_span
 from aiozipkin_client._state import Hop
 from aiozipkin_client.reporting import InvalidSpanError
 from aiozipkin_client.reporting._model import (
@@ -265,3 +265,13 @@ def test_every_zipkin_kind_and_only_those(kind: Any, expected: str | None) -> No
     span = record()
     span._kind = kind
     assert encode_span(span).get("kind") == expected
+
+
+@pytest.mark.parametrize("bits", [1, 0xFFDC9BB9A6453DF3, 2**64 - 1])
+def test_new_span_ids_are_sixteen_lower_hex_digits_leading_zeros_kept(
+    monkeypatch: pytest.MonkeyPatch, bits: int
+) -> None:
+    # The ids of redirect hops and phase spans; the first hop's is tested through a session.
+    monkeypatch.setattr(_spans, "getrandbits", lambda k: bits)
+
+    assert _spans.span_id() == f"{bits:016x}"
