@@ -38,39 +38,35 @@ class Hop:
     It is also the :class:`~aiozipkin_client.parsers.SpanCustomizer` handed to parsers.
     """
 
-    # No __slots__: the fields most hops never change are class attributes, so making a hop
-    # (every request does) sets only what differs. None of them is mutable.
-    _view: RequestView | None = None
-    #: A redirect hop is prepared (ids allocated, headers injected) before aiohttp sends it; it
-    #: becomes active once aiohttp starts connecting for it.
-    active = False
-    headers_sent = False
-    #: The exchange is over (``end`` is set).
-    closed = False
-    #: Handed to the tracer.
-    reported = False
-    end: float | None = None
-    span_name: str | None = None
-    #: True once an annotation was not later than the one before it (an explicit timestamp, a
-    #: clock step, two in one microsecond): then they are put in time order, each once, when
-    #: the span is reported.
-    disordered = False
-    #: Connection phases: made at the first one (a request on a pooled connection has none).
-    phase_starts: dict[Phase, float] | None = None
-    phase_totals: dict[Phase, float] | None = None
-    #: (phase, start, end) for connection_phases="spans".
-    children: list[tuple[Phase, float, float]] | None = None
-    #: Request body bytes sent, and when the first and last chunk went.
-    body_bytes = 0
-    body_first: float | None = None
-    body_last: float | None = None
-    #: Detaches the callbacks that wait for the response body to end.
-    unwatch: Callable[[], None] | None = None
-    #: Set for recorded hops only: unsampled hops keep ids and headers alone (every handler
-    #: checks ``recording`` before it reads these).
-    tags: dict[str, str]
-    #: In the order recorded (see ``disordered``).
-    annotations: list[Annotation]
+    # Slots, set in __init__: CPython reads and writes a slot with one specialised
+    # instruction, where a default kept on the class sends every read through the type. A hop
+    # that is not recorded sets only the fields every handler reads; the others are read only
+    # after a check of ``recording``.
+    __slots__ = (
+        "_headers",
+        "_view",
+        "active",
+        "annotations",
+        "body_bytes",
+        "body_first",
+        "body_last",
+        "children",
+        "closed",
+        "context",
+        "disordered",
+        "end",
+        "headers_sent",
+        "method",
+        "phase_starts",
+        "phase_totals",
+        "recording",
+        "reported",
+        "span_name",
+        "start",
+        "tags",
+        "unwatch",
+        "url",
+    )
 
     def __init__(
         self,
@@ -86,9 +82,39 @@ class Hop:
         self._headers = headers
         self.start = start
         self.recording = recording = bool(context.sampled)
-        if recording:
-            self.tags = {}
-            self.annotations = []
+        #: A redirect hop is prepared (ids allocated, headers injected) before aiohttp sends
+        #: it; it becomes active once aiohttp starts connecting for it.
+        self.active = False
+        #: The exchange is over (``end`` is set).
+        self.closed = False
+        self.end: float | None = None
+        if not recording:
+            return
+        # Recorded hops only, from here on.
+        self.tags: dict[str, str] = {}
+        #: In the order recorded (see ``disordered``).
+        self.annotations: list[Annotation] = []
+        #: Handed to the tracer.
+        self.reported = False
+        self.headers_sent = False
+        self.span_name: str | None = None
+        #: True once an annotation was not later than the one before it (an explicit
+        #: timestamp, a clock step, two in one microsecond): then they are put in time order,
+        #: each once, when the span is reported.
+        self.disordered = False
+        self._view: RequestView | None = None
+        #: Connection phases: made at the first one (a request on a pooled connection has
+        #: none).
+        self.phase_starts: dict[Phase, float] | None = None
+        self.phase_totals: dict[Phase, float] | None = None
+        #: (phase, start, end) for connection_phases="spans".
+        self.children: list[tuple[Phase, float, float]] | None = None
+        #: Request body bytes sent, and when the first and last chunk went.
+        self.body_bytes = 0
+        self.body_first: float | None = None
+        self.body_last: float | None = None
+        #: Detaches the callbacks that wait for the response body to end.
+        self.unwatch: Callable[[], None] | None = None
 
     @property
     def request(self) -> RequestView:

@@ -758,7 +758,7 @@ class ClientTracing:
 
     def _report(self, hop: Hop) -> None:
         """Hand a finished hop to aiozipkin as one CLIENT span (and its phases), once."""
-        if hop.reported or not hop.recording or hop.end is None:
+        if not hop.recording or hop.reported or hop.end is None:
             return
         hop.reported = True
         if hop.unwatch is not None:
