@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install lint typecheck unit test matrix example demo bench bench-memory bench-replay mutate zipkin-up zipkin-down clean
+.PHONY: help install lint typecheck unit test matrix example demo bench bench-memory bench-replay bench-instructions mutate zipkin-up zipkin-down clean
 
 help:
 	@echo "make test      - create $(VENV), install, then lint, mypy --strict and the tests"
@@ -14,6 +14,7 @@ help:
 	@echo "make zipkin-up / zipkin-down - start/stop Zipkin and the example services in Docker"
 	@echo "make bench     - tracing overhead vs aiozipkin and OpenTelemetry (BENCH_ARGS=--quick for a smoke run)"
 	@echo "make bench-replay - each tracer's handler cost per small GET, no network (BENCH_ARGS=--signals per signal)"
+	@echo "make bench-instructions - the same, as instructions per request under valgrind (BENCH_ARGS=--unsampled)"
 	@echo "make mutate    - mutation testing of B3, URL and error redaction, parent validation and sampling (~3 min)"
 	@echo "make clean     - remove the virtual environment and caches"
 
@@ -70,6 +71,10 @@ bench-memory: $(BENCH_STAMP)
 
 bench-replay: $(BENCH_STAMP)
 	$(BIN)/python -m bench.replay $(BENCH_ARGS)
+
+# Needs valgrind on the PATH (not a Python package: apt install valgrind).
+bench-instructions: $(BENCH_STAMP)
+	$(BIN)/python -m bench.replay --instructions $(BENCH_ARGS)
 
 # Mutation testing (mutmut) goes into the same venv, once; too slow for .ci/run.
 MUTATE_STAMP := $(VENV)/.mutate-installed

@@ -3,12 +3,25 @@
 ``python -m bench.replay`` (``make bench-replay``) makes one real small GET to an aiohttp app on
 127.0.0.1 with a recording ``TraceConfig``, keeps the signals aiohttp sent for it and their
 parameters, and then calls each configuration's handlers with exactly those signals, in that
-order, thousands of times, under a new parent per request (as ``make bench`` does). The only
-work timed is the tracers' (and aiohttp's ``Signal.send`` loop, the same for all): no sockets,
-no parsing, no event-loop turns, so the figures move by a few percent between runs where the
-end-to-end benchmark's move by tens. It is a magnifying glass, not the verdict: the targets are
-judged by ``make bench``, which also charges what this leaves out (aiohttp's trace machinery,
-posting to the collector, the interpreter's caches shared with aiohttp's own work).
+order, thousands of times, under a new parent per request (as ``make bench`` does). Each
+replayed request gets its own URL (an id in the path, as in ``make bench``), its own headers
+and its own parameter objects, all made before the timed loop: a URL object seen twice would
+hand every later request the properties (path, host, string form) a tracer had already made
+it compute. The only work timed is the tracers' (and aiohttp's ``Signal.send`` loop, the same
+for all): no sockets, no parsing, no event-loop turns, so the figures move by a few percent
+between runs where the end-to-end benchmark's move by tens. It is a magnifying glass, not the
+verdict: the targets are judged by ``make bench``, which also charges what this leaves out
+(aiohttp's trace machinery, posting to the collector, the interpreter's caches shared with
+aiohttp's own work).
+
+``--instructions`` (``make bench-instructions``) counts instead of timing: it runs one block of
+each configuration alone under valgrind (``cachegrind``, no cache simulation, a fixed string
+hash seed), twice with different request counts, and divides the difference in instructions
+executed by the difference in requests. The count is the same from run to run within a few
+hundred instructions, whatever else the machine is doing, so a change of one per cent in a
+tracer's own work shows; time on a shared VM cannot show that (it moved by 2x within seconds
+while these counts were made). Instructions are not time (a cache miss costs more than an
+addition), so this, too, is a magnifying glass: it needs valgrind on the PATH.
 
 What each configuration's reporting costs is charged too: after each block, the spans it
 reported are encoded as its sender would encode them (aiozipkin: ``json.dumps`` of
@@ -30,19 +43,28 @@ import asyncio
 import gc
 import gzip
 import json
+import os
+import re
+import shutil
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from random import getrandbits
 from types import SimpleNamespace
 from typing import Any, Final
 
 import aiohttp
 import aiozipkin
+import attr
 from aiohttp import web
 from aiozipkin.aiohttp_helpers import zipkin_context
 from aiozipkin.helpers import TraceContext
 from aiozipkin.record import Record
+from multidict import CIMultiDict
+from yarl import URL
 
 import aiozipkin_client
 from aiozipkin_client.client import SIGNALS
@@ -61,6 +83,9 @@ _AIOZIPKIN_BATCH: Final = 100
 CONFIGS: Final = ("empty", "aiozipkin", "aiozipkin_client", "same_spans")
 
 Call = tuple[str, Any]
+#: The request counts of the two counted runs of ``--instructions``.
+_COUNTED_REQUESTS: Final = (500, 1500)
+_INSTRUCTIONS: Final = re.compile(r"I\s+refs:\s+([\d,]+)")
 
 
 async def _capture(url: str) -> tuple[list[Call], aiohttp.ClientSession]:
@@ -152,6 +177,29 @@ async def _setups(sampled: bool) -> dict[str, _Setup]:
     }
 
 
+def _fresh(calls: Sequence[Call], origin: str, count: int) -> list[list[Call]]:
+    """``count`` requests' own copies of the captured signals: request ``i`` has its own URL
+    (``/items/i``), its own headers (with the captured content; parameters that shared a headers
+    object share its copy) and its own parameter objects."""
+    requests = []
+    for i in range(count):
+        url = URL(f"{origin}/items/{i}")
+        copies: dict[int, CIMultiDict[str]] = {}
+        request = []
+        for name, params in calls:
+            changes: dict[str, Any] = {}
+            if hasattr(params, "url"):
+                changes["url"] = url
+            headers = getattr(params, "headers", None)
+            if headers is not None:
+                if id(headers) not in copies:
+                    copies[id(headers)] = CIMultiDict(headers)
+                changes["headers"] = copies[id(headers)]
+            request.append((name, attr.evolve(params, **changes) if changes else params))
+        requests.append(request)
+    return requests
+
+
 def _parents(count: int, sampled: bool) -> list[TraceContext]:
     return [
         TraceContext(
@@ -163,18 +211,23 @@ def _parents(count: int, sampled: bool) -> list[TraceContext]:
 
 async def _block(
     setup: _Setup,
-    calls: Sequence[Call],
+    requests: Sequence[Sequence[Call]],
     session: aiohttp.ClientSession,
     parents: Sequence[TraceContext],
     per_signal: dict[str, float] | None,
 ) -> tuple[float, int]:
-    """CPU microseconds per request for one block, and the spans it reported."""
+    """CPU microseconds per request for one block, and the spans it reported; request ``i``
+    replays ``requests[i]`` under ``parents[i]``."""
     config = setup.config
-    handlers = [(name, list(getattr(config, name)), params) for name, params in calls]
+    receivers_of = {name: list(getattr(config, name)) for name in SIGNALS}
+    rows = [
+        (parent, [(name, receivers_of[name], params) for name, params in request])
+        for parent, request in zip(parents, requests, strict=True)
+    ]
     make_context = config._trace_config_ctx_factory
     gc.collect()
     started = time.process_time()
-    for parent in parents:
+    for parent, handlers in rows:
         token = zipkin_context.set(parent)
         context = make_context(trace_request_ctx=None)
         for name, receivers, params in handlers:
@@ -214,35 +267,53 @@ async def _run(args: argparse.Namespace) -> None:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
-    calls, session = await _capture(f"http://127.0.0.1:{port}/hello")
+    origin = f"http://127.0.0.1:{port}"
+    calls, session = await _capture(f"{origin}/hello")
     setups = await _setups(not args.unsampled)
-    times: dict[str, list[float]] = {name: [] for name in CONFIGS}
+    configs = CONFIGS if args.only is None else (args.only,)
+    times: dict[str, list[float]] = {name: [] for name in configs}
     signals: dict[str, dict[str, float]] | None = (
-        {name: {} for name in CONFIGS} if args.signals else None
+        {name: {} for name in configs} if args.signals else None
     )
     try:
-        for name in CONFIGS:  # warm-up, not counted
-            await _block(setups[name], calls, session, _parents(200, not args.unsampled), None)
-        for round_ in range(args.rounds):
+        for name in configs:  # warm-up, not counted
+            await _block(
+                setups[name],
+                _fresh(calls, origin, 200),
+                session,
+                _parents(200, not args.unsampled),
+                None,
+            )
+        for round_ in range(1 if args.only else args.rounds):
             parents = _parents(args.requests, not args.unsampled)
-            order = CONFIGS[round_ % len(CONFIGS) :] + CONFIGS[: round_ % len(CONFIGS)]
-            for name in order:
-                cpu, spans = await _block(
-                    setups[name],
-                    calls,
-                    session,
-                    parents,
-                    None if signals is None else signals[name],
-                )
-                expected = 0 if args.unsampled or name == "empty" else len(parents)
-                if spans != expected:
-                    raise SystemExit(f"{name} reported {spans} spans, expected {expected}")
-                times[name].append(cpu)
+            order = configs[round_ % len(configs) :] + configs[: round_ % len(configs)]
+            # Every block's own requests, made before any is timed, then kept out of the
+            # collector's view (a full collection of them would land in some block's time).
+            requests = {name: _fresh(calls, origin, args.requests) for name in order}
+            gc.collect()
+            gc.freeze()
+            try:
+                for name in order:
+                    cpu, spans = await _block(
+                        setups[name],
+                        requests.pop(name),
+                        session,
+                        parents,
+                        None if signals is None else signals[name],
+                    )
+                    expected = 0 if args.unsampled or name == "empty" else len(parents)
+                    if spans != expected:
+                        raise SystemExit(f"{name} reported {spans} spans, expected {expected}")
+                    times[name].append(cpu)
+            finally:
+                gc.unfreeze()
     finally:
         for setup in setups.values():
             await setup.close()
         await session.close()
         await runner.cleanup()
+    if args.only is not None:
+        return
     _report(args, calls, times, signals)
 
 
@@ -280,13 +351,81 @@ def _report(
             print(f"    {signal:28s} {cells}")
 
 
+def _count_instructions(config: str, requests: int, unsampled: bool) -> int:
+    """Instructions the whole process executes for one block of ``requests`` of ``config``."""
+    command = [
+        "valgrind",
+        "--tool=cachegrind",
+        "--cache-sim=no",
+        "--cachegrind-out-file=/dev/null",
+        sys.executable,
+        "-m",
+        "bench.replay",
+        "--only",
+        config,
+        "--requests",
+        str(requests),
+        *(["--unsampled"] if unsampled else []),
+    ]
+    # A fixed seed: string hashes decide how dicts probe, which moves the count by thousands.
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    found = _INSTRUCTIONS.search(done.stderr)
+    if done.returncode or found is None:
+        raise SystemExit(f"counting {config} failed:\n{done.stderr[-2000:]}")
+    return int(found.group(1).replace(",", ""))
+
+
+def _instructions(args: argparse.Namespace) -> None:
+    if shutil.which("valgrind") is None:
+        raise SystemExit("--instructions needs valgrind (Debian: apt install valgrind)")
+    few, many = _COUNTED_REQUESTS
+    runs = [(config, count) for config in CONFIGS for count in (few, many)]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        counts = list(
+            pool.map(lambda run: _count_instructions(run[0], run[1], args.unsampled), runs)
+        )
+    per_request = {
+        config: (counts[2 * i + 1] - counts[2 * i]) / (many - few)
+        for i, config in enumerate(CONFIGS)
+    }
+    mode = "unsampled" if args.unsampled else "sampled"
+    print(
+        f"instructions per replayed {mode} small GET (one block of {many} requests minus one of"
+        f" {few}, PYTHONHASHSEED=0):"
+    )
+    empty = per_request["empty"]
+    for config, count in per_request.items():
+        above = "" if config == "empty" else f"  ({count - empty:,.0f} above empty)"
+        print(f"  {config:17s} {count:9,.0f}{above}")
+    ours = per_request["aiozipkin_client"] - empty
+    for other in ("aiozipkin", "same_spans"):
+        print(f"  aiozipkin_client over {other}: {ours / (per_request[other] - empty):.3f}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.replay", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.replay",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--rounds", type=int, default=11, help="interleaved rounds (11)")
     parser.add_argument("--requests", type=int, default=3000, help="requests per block (3000)")
     parser.add_argument("--unsampled", action="store_true", help="parents that are not sampled")
     parser.add_argument("--signals", action="store_true", help="time each signal's handlers")
-    asyncio.run(_run(parser.parse_args(argv)))
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count instructions per request under valgrind instead of timing (see above)",
+    )
+    parser.add_argument(
+        "--only", choices=CONFIGS, help="one unreported block of this configuration alone"
+    )
+    args = parser.parse_args(argv)
+    if args.instructions:
+        _instructions(args)
+    else:
+        asyncio.run(_run(args))
     return 0
 
 
