@@ -265,18 +265,10 @@ class ClientTracing:
                     False,
                 ),
             )
-            # _start_hop(), written out for the first hop with our own request parser.
+            # _start_hop(), written out (one call less on every request).
             hop = Hop(context, method, url, headers, time())
             if hop.recording:
-                parser = self._plain_parser
-                if parser is None:
-                    self._parse_request(hop)
-                else:
-                    try:
-                        hop.span_name = _METHOD_NAMES.get(method) or span_name(method)
-                        parser.set_tags(method, url, hop.tags)
-                    except Exception:
-                        log.exception("request_parser failed; the span keeps what it had")
+                self._parse_request(hop)
             hop.active = True
             ctx.hop = hop
             ctx.ended = False
