@@ -382,12 +382,15 @@ def _instructions(args: argparse.Namespace) -> None:
     few, many = _COUNTED_REQUESTS
     runs = [(config, count) for config in CONFIGS for count in (few, many)]
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        counts = list(
-            pool.map(lambda run: _count_instructions(run[0], run[1], args.unsampled), runs)
+        counts = dict(
+            zip(
+                runs,
+                pool.map(lambda run: _count_instructions(run[0], run[1], args.unsampled), runs),
+                strict=True,
+            )
         )
     per_request = {
-        config: (counts[2 * i + 1] - counts[2 * i]) / (many - few)
-        for i, config in enumerate(CONFIGS)
+        config: (counts[config, many] - counts[config, few]) / (many - few) for config in CONFIGS
     }
     mode = "unsampled" if args.unsampled else "sampled"
     print(
