@@ -33,11 +33,13 @@ class DuplicateCheck:
     def __init__(self) -> None:
         # Sessions already looked at; weak, so a closed session is not kept alive by a config.
         self._seen: weakref.WeakSet[aiohttp.ClientSession] = weakref.WeakSet()
-        self._last: weakref.ref[aiohttp.ClientSession] | None = None
+        #: The session looked at last. Callers on a hot path may compare it themselves and
+        #: call :meth:`check` only for another session.
+        self.last: weakref.ref[aiohttp.ClientSession] | None = None
 
     def check(self, session: aiohttp.ClientSession) -> None:
         """Look at ``session``'s trace configs on its first request; never raises."""
-        last = self._last
+        last = self.last
         if last is not None and last() is session:
             return
         try:
@@ -46,7 +48,7 @@ class DuplicateCheck:
             log.exception("aiozipkin_client: checking the session's trace configs failed")
 
     def _look_at(self, session: aiohttp.ClientSession) -> None:
-        self._last = weakref.ref(session)
+        self.last = weakref.ref(session)
         if session in self._seen:
             return
         self._seen.add(session)

@@ -1,9 +1,11 @@
 """The typed state one traced request keeps on aiohttp's trace context.
 
 A request is one call to ``session.request()``; it has one or more *hops* (HTTP exchanges: the
-first request and one per followed redirect). Each recorded hop becomes one CLIENT span. Hops
-collect their data here and are turned into a span only when they end, so nothing is ever
-registered in the tracer's table of unfinished spans while the request is in flight.
+first request and one per followed redirect). Each hop of a sampled request becomes one CLIENT
+span. Hops collect their data here and are turned into a span only when they end, so nothing is
+ever registered in the tracer's table of unfinished spans while the request is in flight. A
+request that is not sampled has no hop: it keeps only its ids (``TraceConfigContext.unsampled``),
+which a redirect's next hop needs.
 
 The request itself keeps its state on the trace context aiohttp makes for it anyway
 (:class:`TraceConfigContext`), and a hop records its events directly as the span's annotations
@@ -33,15 +35,13 @@ __all__ = ("Hop", "TraceConfigContext")
 
 
 class Hop:
-    """One HTTP exchange: its identifiers, timing and the span data parsers give it.
+    """One recorded HTTP exchange: its identifiers, timing and the span data parsers give it.
 
     It is also the :class:`~aiozipkin_client.parsers.SpanCustomizer` handed to parsers.
     """
 
     # Slots, set in __init__: CPython reads and writes a slot with one specialised
-    # instruction, where a default kept on the class sends every read through the type. A hop
-    # that is not recorded sets only the fields every handler reads; the others are read only
-    # after a check of ``recording``.
+    # instruction, where a default kept on the class sends every read through the type.
     __slots__ = (
         "_headers",
         "_view",
@@ -59,7 +59,6 @@ class Hop:
         "method",
         "phase_starts",
         "phase_totals",
-        "recording",
         "reported",
         "span_name",
         "start",
@@ -81,16 +80,12 @@ class Hop:
         self.url = url
         self._headers = headers
         self.start = start
-        self.recording = recording = bool(context.sampled)
         #: A redirect hop is prepared (ids allocated, headers injected) before aiohttp sends
         #: it; it becomes active once aiohttp starts connecting for it.
         self.active = False
         #: The exchange is over (``end`` is set).
         self.closed = False
         self.end: float | None = None
-        if not recording:
-            return
-        # Recorded hops only, from here on.
         self.tags: dict[str, str] = {}
         #: In the order recorded (see ``disordered``).
         self.annotations: list[Annotation] = []
@@ -192,16 +187,21 @@ class TraceConfigContext(SimpleNamespace):
     """aiohttp's per-request trace context, which also keeps what one traced request needs
     between aiohttp's signals.
 
-    The class attributes are the state of a request this trace config does not trace (excluded,
-    or ``on_request_start`` never ran): ``ended`` is True until ``on_request_start`` takes it.
+    The class attributes are the state of a request this trace config does not record
+    (excluded, not sampled, or ``on_request_start`` never ran): ``ended`` is True until
+    ``on_request_start`` starts a recorded hop.
     """
 
     #: What the caller passed to ``session.request(trace_request_ctx=...)``.
     trace_request_ctx: object = None
-    #: Nothing more to do: not traced, or aiohttp sent on_request_end or on_request_exception.
+    #: Nothing (more) to record: not recorded, or aiohttp sent on_request_end or
+    #: on_request_exception.
     ended: bool = True
     #: The hop in flight, prepared (after a redirect) or waiting for its response body.
     hop: Hop | None = None
+    #: (trace id, parent span id) of a request that is not sampled (it has no hop), while a
+    #: redirect may need them: the next hop gets a new span id under the same parent.
+    unsampled: tuple[str, str | None] | None = None
     #: A redirected hop whose span waits for the next hop to start: if the request fails before
     #: that (too many redirects, a bad Location), the error belongs to it.
     previous: Hop | None = None

@@ -77,7 +77,7 @@ from .parsers import (
     run_response_parser,
     tag_status,
 )
-from .propagation import B3Format, inject, is_valid_parent, remove_b3_headers
+from .propagation import B3Format, inject, inject_ids, is_valid_parent, remove_b3_headers
 from .reporting._model import in_time_order, span_name
 from .sampling import RequestSampler, decide
 
@@ -213,7 +213,11 @@ class ClientTracing:
         if not isinstance(ctx, TraceConfigContext):
             return
         try:
-            self.duplicate_check.check(session)
+            # duplicate_check.check(session), its common case written out: the same session.
+            check = self.duplicate_check
+            last = check.last
+            if last is None or last() is not session:
+                check.check(session)
             url = params.url
             for matches in self._exclude:
                 if matches(url):
@@ -243,40 +247,31 @@ class ClientTracing:
             elif parent is not None and parent.sampled is not None:
                 sampled, debug = parent.sampled, False
             else:
-                sampled, debug = decide(
-                    parent,
-                    trace_id,
-                    # Made only if a request sampler is asked.
-                    lambda: RequestView(method, url, CIMultiDictProxy(headers)),
-                    self._sampler,
-                    self._tracer_sampler,
+                sampled, debug = self._decide(parent, trace_id, method, url, headers)
+            # span_id(), written out: one call less on every request.
+            span = getrandbits(64).to_bytes(8, "big").hex()
+            if sampled:
+                # TraceContext(trace_id, parent_id, span, sampled, debug, shared), made as its
+                # own _make() does, without the Python-level __new__ in between.
+                context: TraceContext = _new_tuple(
+                    TraceContext, (trace_id, parent_id, span, sampled, debug, False)
                 )
-            # TraceContext(trace_id, parent_id, span_id(), sampled, debug, shared), made as its
-            # own _make() does, without the Python-level __new__ in between (and span_id()
-            # written out: one call less on every request).
-            context: TraceContext = _new_tuple(
-                TraceContext,
-                (
-                    trace_id,
-                    parent_id,
-                    getrandbits(64).to_bytes(8, "big").hex(),
-                    sampled,
-                    debug,
-                    False,
-                ),
-            )
-            # _start_hop(), written out (one call less on every request).
-            hop = Hop(context, method, url, headers, time())
-            if hop.recording:
+                # _start_hop(), written out (one call less on every request).
+                hop = Hop(context, method, url, headers, time())
                 self._parse_request(hop)
-            hop.active = True
-            ctx.hop = hop
-            ctx.ended = False
+                hop.active = True
+                ctx.hop = hop
+                ctx.ended = False
+            else:
+                # Nothing to record: the request keeps the ids a redirect's next hop needs
+                # (no TraceContext: making one would cost more than the rest of its work), and
+                # stays "ended" for every other signal.
+                ctx.unsampled = (trace_id, parent_id)
             if ctx.propagate:
                 # _inject(), written out for the first hop (nothing injected yet).
                 allowed = self._propagate_to
                 if allowed is None or allowed(url):
-                    inject(headers, context, self._b3_format)
+                    inject_ids(headers, trace_id, span, parent_id, sampled, debug, self._b3_format)
                     ctx.injected = True
         except Exception:
             _handler_failed("on_request_start")
@@ -290,30 +285,48 @@ class ClientTracing:
     ) -> None:
         ended = ctx.hop
         if ended is None:
+            unsampled = ctx.unsampled
+            if unsampled is not None:
+                # Not recorded: the next hop needs only a new span id, sent where it may go.
+                target = self._next_target(session, ctx, params)
+                if target is None:
+                    ctx.unsampled = None
+                else:
+                    trace_id, parent_id = unsampled
+                    context = TraceContext(trace_id, parent_id, span_id(), False, False, False)
+                    self._inject(ctx, context, target[1], params.headers)
             return
         now = time()
-        if ended.recording:
-            ended.event(WIRE_RECEIVE, now)
-            ended.event(REDIRECT, now)
+        ended.event(WIRE_RECEIVE, now)
+        ended.event(REDIRECT, now)
         response = params.response
         self._close_hop(ended, now, response.status, response.headers, None)
         self._report_previous(ctx)
         ctx.previous = ended
+        ctx.hop = None
+        target = self._next_target(session, ctx, params)
+        if target is not None:
+            method, url = target
+            context = ended.context._replace(span_id=span_id())
+            ctx.hop = self._start_hop(context, method, url, params.headers, now)
+            self._inject(ctx, context, url, params.headers)
+
+    @staticmethod
+    def _next_target(
+        session: aiohttp.ClientSession,
+        ctx: TraceConfigContext,
+        params: aiohttp.TraceRequestRedirectParams,
+    ) -> tuple[str, URL] | None:
+        """The method and URL of the hop after a redirect; None if aiohttp sends no other."""
         target = redirect_target(
             params.method, params.url, params.response, session.requote_redirect_url
         )
-        if target is None:
+        if target is None and ctx.injected:
             # aiohttp will stop here (no Location) or fail; there is no next hop to prepare.
             # Should it send one all the same, it must not carry this hop's ids anywhere.
-            ctx.hop = None
-            if ctx.injected:
-                remove_b3_headers(params.headers)
-                ctx.injected = False
-            return
-        method, url = target
-        context = ended.context._replace(span_id=span_id())
-        hop = ctx.hop = self._start_hop(context, method, url, params.headers, now)
-        self._inject(ctx, hop, params.headers)
+            remove_b3_headers(params.headers)
+            ctx.injected = False
+        return target
 
     # The four handlers aiohttp calls for every request are written out rather than wrapped
     # by @_signal (the same guard, one call less each).
@@ -332,7 +345,7 @@ class ClientTracing:
         try:
             if not hop.active:
                 self._activate(ctx)
-            if hop.recording and not hop.closed:
+            if not hop.closed:
                 hop.headers_sent = True
                 hop.event(WIRE_SEND)
         except Exception:
@@ -349,7 +362,7 @@ class ClientTracing:
         if not isinstance(ctx, TraceConfigContext):
             return
         hop = ctx.hop
-        if hop is None or hop.closed or not hop.recording:
+        if hop is None or hop.closed:
             return
         try:
             size = sent_bytes(params.chunk)
@@ -394,9 +407,6 @@ class ClientTracing:
                 return
             if ctx.previous is not None:
                 self._report_previous(ctx)
-            if not hop.recording:
-                ctx.hop = None
-                return
             now = time()
             hop.event(WIRE_RECEIVE, now)
             response = params.response
@@ -436,10 +446,9 @@ class ClientTracing:
             # redirects, a Location that is not a URL): the error belongs to the redirect.
             previous = ctx.previous
             previous.end = now
-            if previous.recording:
-                value = self._errors.value(params.exception)
-                if value is not None:
-                    previous.tag(ERROR, value)
+            value = self._errors.value(params.exception)
+            if value is not None:
+                previous.tag(ERROR, value)
         self._report_previous(ctx)
 
     # -- connection --------------------------------------------------------------------------
@@ -506,7 +515,7 @@ class ClientTracing:
         try:
             if not hop.active:
                 self._activate(ctx)
-            if hop.recording and not hop.closed:
+            if not hop.closed:
                 if hop.headers_sent:
                     self._note_attempt(hop)
                 hop.tags[REUSED] = "true"
@@ -562,6 +571,25 @@ class ClientTracing:
             hop.tags[DNS_CACHE] = "miss"
             hop.event(DNS_CACHE_MISS)
 
+    def _decide(
+        self,
+        parent: TraceContext | None,
+        trace_id: str,
+        method: str,
+        url: URL,
+        headers: CIMultiDict[str],
+    ) -> tuple[bool, bool]:
+        # A method of its own: a closure in on_request_start would put the variables it reads
+        # into cells on every request, where only a few requests come here.
+        return decide(
+            parent,
+            trace_id,
+            # Made only if a request sampler is asked.
+            lambda: RequestView(method, url, CIMultiDictProxy(headers)),
+            self._sampler,
+            self._tracer_sampler,
+        )
+
     # -- parents -----------------------------------------------------------------------------
 
     def _parent(self, explicit: TraceContext | None) -> TraceContext | None:
@@ -609,8 +637,7 @@ class ClientTracing:
         now: float,
     ) -> Hop:
         hop = Hop(context, method, url, headers, now)
-        if hop.recording:
-            self._parse_request(hop)
+        self._parse_request(hop)
         return hop
 
     def _parse_request(self, hop: Hop) -> None:
@@ -628,7 +655,7 @@ class ClientTracing:
     def _activate(self, ctx: TraceConfigContext) -> Hop | None:
         """A connection attempt or the headers show the prepared hop is really being sent.
 
-        Returns the hop when it is being recorded.
+        Returns the hop while it is open.
         """
         hop = ctx.hop
         if hop is None or ctx.ended:
@@ -636,7 +663,7 @@ class ClientTracing:
         if not hop.active:
             hop.active = True
             self._report_previous(ctx)
-        return hop if hop.recording and not hop.closed else None
+        return None if hop.closed else hop
 
     @staticmethod
     def _note_attempt(hop: Hop) -> None:
@@ -709,8 +736,6 @@ class ClientTracing:
             return
         hop.closed = True
         hop.end = now
-        if not hop.recording:
-            return
         if error is not None and isinstance(error, ClientResponseError) and error.status:
             # raise_for_status: the response arrived; keep its status on the span.
             status = error.status
@@ -750,7 +775,7 @@ class ClientTracing:
 
     def _report(self, hop: Hop) -> None:
         """Hand a finished hop to aiozipkin as one CLIENT span (and its phases), once."""
-        if not hop.recording or hop.reported or hop.end is None:
+        if hop.reported or hop.end is None:
             return
         hop.reported = True
         if hop.unwatch is not None:
@@ -811,12 +836,18 @@ class ClientTracing:
         remote = self._remotes[key] = remote_endpoint(*key)
         return remote
 
-    def _inject(self, ctx: TraceConfigContext, hop: Hop, headers: MutableMultiMapping[str]) -> None:
+    def _inject(
+        self,
+        ctx: TraceConfigContext,
+        context: TraceContext,
+        url: URL,
+        headers: MutableMultiMapping[str],
+    ) -> None:
         if not ctx.propagate:
             return
-        allowed = self._settings.propagate_to
-        if allowed is None or allowed(hop.url):
-            inject(headers, hop.context, self._settings.b3_format)
+        allowed = self._propagate_to
+        if allowed is None or allowed(url):
+            inject(headers, context, self._b3_format)
             ctx.injected = True
         elif ctx.injected:
             # An earlier hop went to an allowed host; this one must not see our ids.
@@ -914,9 +945,9 @@ def _tag_outcome(outcome: tuple[int | None, BaseException | None], span: SpanCus
 
 
 def live_hop(ctx: TraceConfigContext) -> Hop | None:
-    """The request's hop if it is being recorded and still open; else None (drop the event)."""
+    """The request's hop while it is open; else None (drop the event)."""
     hop = ctx.hop
-    if hop is None or hop.closed or not hop.recording:
+    if hop is None or hop.closed:
         return None
     return hop
 

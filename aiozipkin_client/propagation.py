@@ -31,6 +31,7 @@ __all__ = (
     "Extracted",
     "extract",
     "inject",
+    "inject_ids",
     "is_valid_parent",
     "is_valid_span_id",
     "is_valid_trace_id",
@@ -153,6 +154,31 @@ def inject(
     >>> h["b3"]
     '463ac35c9f6413ad48485a3953bb6124-a2fb4a1d1a96d312-1'
     """
+    inject_ids(
+        headers,
+        context.trace_id,
+        context.span_id,
+        context.parent_id,
+        context.sampled,
+        context.debug,
+        fmt,
+    )
+
+
+def inject_ids(
+    headers: MutableMultiMapping[str],
+    trace_id: str,
+    span_id: str,
+    parent_id: str | None,
+    sampled: bool | None,
+    debug: bool,
+    fmt: B3Format,
+) -> None:
+    """:func:`inject` of a context given as its fields, for a caller that has no context object.
+
+    A request that is not sampled needs a ``TraceContext`` only to send its ids; making one would
+    cost it more than the rest of its work.
+    """
     if headers:
         # remove_b3_headers(), written out (it runs for every request); nothing to look for in
         # the empty headers most requests start with.
@@ -162,17 +188,17 @@ def inject(
     # No B3 header is left, so add() does what assignment would, without looking for one.
     add = headers.add
     if fmt is not _SINGLE:
-        add(TRACE_ID, context.trace_id)
-        add(SPAN_ID, context.span_id)
-        if context.parent_id is not None:
-            add(PARENT_SPAN_ID, context.parent_id)
-        if context.debug:
+        add(TRACE_ID, trace_id)
+        add(SPAN_ID, span_id)
+        if parent_id is not None:
+            add(PARENT_SPAN_ID, parent_id)
+        if debug:
             # Debug implies accept: the spec says not to send X-B3-Sampled as well.
             add(FLAGS, "1")
-        elif context.sampled is not None:
-            add(SAMPLED, "1" if context.sampled else "0")
+        elif sampled is not None:
+            add(SAMPLED, "1" if sampled else "0")
     if fmt is not _MULTI:
-        add(SINGLE, single_header_value(context))
+        add(SINGLE, _single_value(trace_id, span_id, parent_id, sampled, debug))
 
 
 def single_header_value(context: TraceContext) -> str:
@@ -181,13 +207,21 @@ def single_header_value(context: TraceContext) -> str:
     A deferred decision has no sampling field; as the fields are positional, the parent span id
     cannot follow then and is left out (it is optional in the single encoding).
     """
-    value = f"{context.trace_id}-{context.span_id}"
-    state = _state_char(context.sampled, context.debug)
+    return _single_value(
+        context.trace_id, context.span_id, context.parent_id, context.sampled, context.debug
+    )
+
+
+def _single_value(
+    trace_id: str, span_id: str, parent_id: str | None, sampled: bool | None, debug: bool
+) -> str:
+    value = f"{trace_id}-{span_id}"
+    state = _state_char(sampled, debug)
     if state is None:
         return value
     value = f"{value}-{state}"
-    if context.parent_id is not None:
-        value = f"{value}-{context.parent_id}"
+    if parent_id is not None:
+        value = f"{value}-{parent_id}"
     return value
 
 

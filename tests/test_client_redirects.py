@@ -20,6 +20,7 @@ from yarl import URL
 
 from aiozipkin_client import redact_url
 from tests.kit.assertions import assert_propagated
+from tests.kit.harness import make_context
 from tests.kit.recorder import SpanRecorder
 from tests.kit.servers import Backend, LoopbackResolver, Received
 
@@ -49,12 +50,15 @@ async def follow(
     *,
     status: int = 302,
     method: str = "GET",
+    trace_request_ctx: Any = None,
 ) -> int | BaseException:
     """Request a redirect to ``location``; the final status, or what aiohttp raised."""
     url = (backend.url / "location").with_query(to=location, status=str(status))
     data = b"payload" if method == "POST" else None
     try:
-        async with session.request(method, url, data=data, max_redirects=5) as response:
+        async with session.request(
+            method, url, data=data, max_redirects=5, trace_request_ctx=trace_request_ctx
+        ) as response:
             await response.read()
             return response.status
     except aiohttp.ClientError as exc:
@@ -96,6 +100,32 @@ def check_exchanges(recorder: SpanRecorder, backend: Backend, location: str) -> 
             assert arrived.b3() == {}, context
 
 
+def check_unsampled_exchanges(
+    recorder: SpanRecorder, backend: Backend, location: str, parent: Any
+) -> None:
+    """No span; each exchange that arrived at the allowed host carries ids of its own under the
+    parent, with ``X-B3-Sampled: 0``; every other exchange carries no B3 header."""
+    recorder.expect_none()
+    received, backend.received = backend.received, []
+    context = f"Location {location!r}: received {received}"
+    assert received, context
+    span_ids = []
+    for arrived in received:
+        b3 = arrived.b3()
+        if arrived_url(arrived).host != ALLOWED:
+            assert b3 == {}, context
+            continue
+        span_ids.append(b3.pop("x-b3-spanid", None))
+        assert b3 == {
+            "x-b3-traceid": parent.trace_id,
+            "x-b3-parentspanid": parent.span_id,
+            "x-b3-sampled": "0",
+        }, context
+    assert span_ids[0] is not None, context  # the first exchange always goes to 127.0.0.1
+    assert len(set(span_ids)) == len(span_ids), context
+    assert parent.span_id not in span_ids, context
+
+
 # Every form of Location aiohttp reads, with {port} for the backend's port. Those aiohttp
 # refuses (or, before 3.14, the "http:path" forms) end the request with an error on the
 # redirect's span; the check is the same: spans match what arrived.
@@ -135,6 +165,53 @@ async def test_each_location_form_is_traced_as_the_exchange_that_happened(
     await follow(session, backend, location)
 
     check_exchanges(recorder, backend, location)
+
+
+@pytest.mark.parametrize("location", LOCATIONS)
+async def test_unsampled_requests_send_fresh_ids_per_hop_only_where_allowed(
+    make_session: Any, backend: Backend, recorder: SpanRecorder, location: str
+) -> None:
+    # A request that is not sampled records nothing, but each hop still propagates a span id
+    # of its own, and never to a host propagate_to leaves out.
+    session = make_session()
+    location = location.format(port=backend.url.port)
+    parent = make_context(sampled=False)
+
+    await follow(session, backend, location, trace_request_ctx={"span_context": parent})
+
+    check_unsampled_exchanges(recorder, backend, location, parent)
+
+
+async def test_unsampled_ids_come_back_when_a_redirect_returns_to_an_allowed_host(
+    make_session: Any, backend: Backend, recorder: SpanRecorder
+) -> None:
+    session = make_session()
+    port = backend.url.port
+    # 127.0.0.1 (allowed) -> localhost (not allowed) -> 127.0.0.1 again.
+    back = f"http://{ALLOWED}:{port}/ok"
+    location = f"//localhost:{port}/location?to={back}"
+    parent = make_context(sampled=False)
+
+    outcome = await follow(session, backend, location, trace_request_ctx={"span_context": parent})
+
+    assert outcome == 200
+    assert [arrived_url(r).host for r in backend.received] == [ALLOWED, "localhost", ALLOWED]
+    check_unsampled_exchanges(recorder, backend, location, parent)
+
+
+async def test_unsampled_redirects_send_nothing_when_headers_are_not_propagated(
+    make_session: Any, backend: Backend, recorder: SpanRecorder
+) -> None:
+    session = make_session()
+    location = f"/location?to=//{ALLOWED}:{backend.url.port}/ok"
+    parent = make_context(sampled=False)
+    request_ctx = {"span_context": parent, "propagate_headers": False}
+
+    outcome = await follow(session, backend, location, trace_request_ctx=request_ctx)
+
+    assert outcome == 200
+    assert [r.b3() for r in backend.received] == [{}, {}, {}]
+    recorder.expect_none()
 
 
 async def test_scheme_relative_redirect_to_another_host_is_a_new_span_without_headers(
@@ -226,3 +303,18 @@ async def test_fuzzed_locations_never_share_a_span_or_leak_headers_or_secrets(
 
         await follow(session, backend, location)
         check_exchanges(recorder, backend, location)
+
+
+async def test_fuzzed_locations_under_an_unsampled_parent_never_leak_or_repeat_ids(
+    make_session: Any, backend: Backend, recorder: SpanRecorder
+) -> None:
+    """The same hostile Locations for requests that are not sampled, which keep no hop."""
+    session = make_session()
+    rng = random.Random(20261122)
+    for _ in range(FUZZ_CASES):
+        parts = (rng.choice(options) for options in (_PREFIXES, _HOSTS, _PATHS, _QUERIES))
+        location = "".join(parts).format(port=backend.url.port) + rng.choice(_FRAGMENTS)
+        parent = make_context(sampled=False)
+
+        await follow(session, backend, location, trace_request_ctx={"span_context": parent})
+        check_unsampled_exchanges(recorder, backend, location, parent)
