@@ -198,23 +198,17 @@ def inject_ids(
         elif sampled is not None:
             add(SAMPLED, "1" if sampled else "0")
     if fmt is not _MULTI:
-        add(SINGLE, _single_value(trace_id, span_id, parent_id, sampled, debug))
+        add(SINGLE, single_header_value(trace_id, span_id, parent_id, sampled, debug))
 
 
-def single_header_value(context: TraceContext) -> str:
-    """The ``b3`` single-header value for ``context``.
+def single_header_value(
+    trace_id: str, span_id: str, parent_id: str | None, sampled: bool | None, debug: bool
+) -> str:
+    """The ``b3`` single-header value for these fields of a context.
 
     A deferred decision has no sampling field; as the fields are positional, the parent span id
     cannot follow then and is left out (it is optional in the single encoding).
     """
-    return _single_value(
-        context.trace_id, context.span_id, context.parent_id, context.sampled, context.debug
-    )
-
-
-def _single_value(
-    trace_id: str, span_id: str, parent_id: str | None, sampled: bool | None, debug: bool
-) -> str:
     value = f"{trace_id}-{span_id}"
     state = _state_char(sampled, debug)
     if state is None:
