@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -291,16 +292,20 @@ _FRAGMENTS = ("", "#f", "#?x=1")
 FUZZ_CASES = 300
 
 
+def fuzzed_locations(seed: int, port: int | None) -> Iterator[str]:
+    """FUZZ_CASES hostile Location values, the same for the same seed."""
+    rng = random.Random(seed)
+    for _ in range(FUZZ_CASES):
+        parts = (rng.choice(options) for options in (_PREFIXES, _HOSTS, _PATHS, _QUERIES))
+        yield "".join(parts).format(port=port) + rng.choice(_FRAGMENTS)
+
+
 async def test_fuzzed_locations_never_share_a_span_or_leak_headers_or_secrets(
     make_session: Any, backend: Backend, recorder: SpanRecorder
 ) -> None:
     """Hostile Location values, seeded: the same invariants as for the named forms."""
     session = make_session()
-    rng = random.Random(20261121)
-    for _ in range(FUZZ_CASES):
-        parts = (rng.choice(options) for options in (_PREFIXES, _HOSTS, _PATHS, _QUERIES))
-        location = "".join(parts).format(port=backend.url.port) + rng.choice(_FRAGMENTS)
-
+    for location in fuzzed_locations(20261121, backend.url.port):
         await follow(session, backend, location)
         check_exchanges(recorder, backend, location)
 
@@ -310,10 +315,7 @@ async def test_fuzzed_locations_under_an_unsampled_parent_never_leak_or_repeat_i
 ) -> None:
     """The same hostile Locations for requests that are not sampled, which keep no hop."""
     session = make_session()
-    rng = random.Random(20261122)
-    for _ in range(FUZZ_CASES):
-        parts = (rng.choice(options) for options in (_PREFIXES, _HOSTS, _PATHS, _QUERIES))
-        location = "".join(parts).format(port=backend.url.port) + rng.choice(_FRAGMENTS)
+    for location in fuzzed_locations(20261122, backend.url.port):
         parent = make_context(sampled=False)
 
         await follow(session, backend, location, trace_request_ctx={"span_context": parent})
