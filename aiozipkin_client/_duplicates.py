@@ -10,8 +10,8 @@ How it tells: each of our configs' handlers carry a :class:`DuplicateCheck` (as 
 has its ``ZipkinClientSignals.on_request_start`` there. On the first request of a session, the
 first of our configs in ``session.trace_configs`` looks at the receivers of all of them. A
 session's configs are fixed when it is created, so one look per session is enough; later
-requests cost one weak-reference comparison, inside the handler we run anyway (no receiver of
-its own for aiohttp to await on every request).
+requests cost one weak-reference comparison with :attr:`DuplicateCheck.last`, made by
+``on_request_start`` itself (no receiver of its own for aiohttp to await on every request).
 """
 
 from __future__ import annotations
@@ -33,15 +33,16 @@ class DuplicateCheck:
     def __init__(self) -> None:
         # Sessions already looked at; weak, so a closed session is not kept alive by a config.
         self._seen: weakref.WeakSet[aiohttp.ClientSession] = weakref.WeakSet()
-        #: The session looked at last. Callers on a hot path may compare it themselves and
-        #: call :meth:`check` only for another session.
+        #: The session looked at last: the caller compares it with each request's session and
+        #: calls :meth:`check` only for another one (a comparison inside a handler it runs
+        #: anyway, where a call would cost more than the comparison).
         self.last: weakref.ref[aiohttp.ClientSession] | None = None
 
     def check(self, session: aiohttp.ClientSession) -> None:
-        """Look at ``session``'s trace configs on its first request; never raises."""
-        last = self.last
-        if last is not None and last() is session:
-            return
+        """Look at ``session``'s trace configs, once per session; never raises.
+
+        Called again for a session already looked at, it only makes it ``last`` again.
+        """
         try:
             self._look_at(session)
         except Exception:

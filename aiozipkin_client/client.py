@@ -213,7 +213,7 @@ class ClientTracing:
         if not isinstance(ctx, TraceConfigContext):
             return
         try:
-            # duplicate_check.check(session), its common case written out: the same session.
+            # The duplicate check looks only at a session other than the last one.
             check = self.duplicate_check
             last = check.last
             if last is None or last() is not session:
