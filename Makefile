@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install lint typecheck unit test matrix example demo bench bench-memory bench-replay bench-instructions mutate zipkin-up zipkin-down clean
+.PHONY: help install lint typecheck unit test matrix example demo bench bench-memory bench-replay bench-instructions bench-whole mutate zipkin-up zipkin-down clean
 
 help:
 	@echo "make test      - create $(VENV), install, then lint, mypy --strict and the tests"
@@ -15,6 +15,7 @@ help:
 	@echo "make bench     - tracing overhead vs aiozipkin and OpenTelemetry (BENCH_ARGS=--quick for a smoke run)"
 	@echo "make bench-replay - each tracer's handler cost per small GET, no network (BENCH_ARGS=--signals per signal)"
 	@echo "make bench-instructions - the same, as instructions per request under valgrind (BENCH_ARGS=--unsampled)"
+	@echo "make bench-whole - make bench's cases counted in instructions per whole request under valgrind"
 	@echo "make mutate    - mutation testing of B3, URL and error redaction, parent validation and sampling (~3 min)"
 	@echo "make clean     - remove the virtual environment and caches"
 
@@ -75,6 +76,10 @@ bench-replay: $(BENCH_STAMP)
 # Needs valgrind on the PATH (not a Python package: apt install valgrind).
 bench-instructions: $(BENCH_STAMP)
 	$(BIN)/python -m bench.replay --instructions $(BENCH_ARGS)
+
+# Also needs valgrind: the client process of make bench's requests, counted (bench/whole.py).
+bench-whole: $(BENCH_STAMP)
+	$(BIN)/python -m bench.whole $(BENCH_ARGS)
 
 # Mutation testing (mutmut) goes into the same venv, once; too slow for .ci/run.
 MUTATE_STAMP := $(VENV)/.mutate-installed

@@ -44,11 +44,7 @@ import gc
 import gzip
 import json
 import os
-import re
-import shutil
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -71,6 +67,7 @@ from aiozipkin_client.client import SIGNALS
 from aiozipkin_client.reporting import ZipkinTransport
 from aiozipkin_client.reporting._model import encode_batch
 
+from . import valgrind
 from .floors import same_spans
 from .tracers import SERVICE
 
@@ -85,7 +82,6 @@ CONFIGS: Final = ("empty", "aiozipkin", "aiozipkin_client", "same_spans")
 Call = tuple[str, Any]
 #: The request counts of the two counted runs of ``--instructions``.
 _COUNTED_REQUESTS: Final = (500, 1500)
-_INSTRUCTIONS: Final = re.compile(r"I\s+refs:\s+([\d,]+)")
 
 
 async def _capture(url: str) -> tuple[list[Call], aiohttp.ClientSession]:
@@ -353,32 +349,12 @@ def _report(
 
 def _count_instructions(config: str, requests: int, unsampled: bool) -> int:
     """Instructions the whole process executes for one block of ``requests`` of ``config``."""
-    command = [
-        "valgrind",
-        "--tool=cachegrind",
-        "--cache-sim=no",
-        "--cachegrind-out-file=/dev/null",
-        sys.executable,
-        "-m",
-        "bench.replay",
-        "--only",
-        config,
-        "--requests",
-        str(requests),
-        *(["--unsampled"] if unsampled else []),
-    ]
-    # A fixed seed: string hashes decide how dicts probe, which moves the count by thousands.
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    found = _INSTRUCTIONS.search(done.stderr)
-    if done.returncode or found is None:
-        raise SystemExit(f"counting {config} failed:\n{done.stderr[-2000:]}")
-    return int(found.group(1).replace(",", ""))
+    args = ["bench.replay", "--only", config, "--requests", str(requests)]
+    return valgrind.count([*args, *(["--unsampled"] if unsampled else [])])["instructions"]
 
 
 def _instructions(args: argparse.Namespace) -> None:
-    if shutil.which("valgrind") is None:
-        raise SystemExit("--instructions needs valgrind (Debian: apt install valgrind)")
+    valgrind.require_valgrind("--instructions")
     few, many = _COUNTED_REQUESTS
     runs = [(config, count) for config in CONFIGS for count in (few, many)]
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:

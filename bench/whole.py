@@ -1,0 +1,233 @@
+"""Whole requests counted: ``make bench``'s cases, in instructions instead of time.
+
+``python -m bench.whole`` (``make bench-whole``) runs each configuration's real requests, with the
+same workloads, parents, tracers, collector and flushes as ``make bench``, in a client process
+under valgrind (``cachegrind``). The server and the collector run natively in a child process,
+outside the count. Each count is one block of requests minus a smaller one, after the same
+warm-up: start-up, imports and the warm-up cancel out, and what is left is divided by the
+difference in requests.
+
+Why count: ``make bench`` times the client's CPU, which is the verdict, but on a shared 2-CPU VM
+one round's overhead moves by +-10 µs, so 30 rounds still leave every ratio a 90% interval about
+0.2 wide. ``make bench-instructions`` counts only the tracers' handlers, replayed. This counts
+everything the client process executes for a request: aiohttp, the event loop, aiohttp's trace
+machinery, the tracer, and encoding and posting its spans (OpenTelemetry's exporter thread too).
+The counts repeat within a fraction of a per cent, so a ratio and its floors can be read without
+noise, and a change of 1% shows.
+
+Instructions are not time: a cache miss or a mispredicted branch costs many instructions' worth.
+``--caches`` adds cachegrind's simulated first-level cache misses and branch mispredictions (a
+simple model, not this CPU's own counters, which this VM does not expose), per request above
+``none``, to show whether one tracer's instructions cost more each than another's.
+
+The report gives, per case and configuration, the instructions per request, the overhead (above
+``none``) and the overhead above aiohttp (above the empty ``TraceConfig``), then our overhead over
+aiozipkin's, OpenTelemetry's and the same-spans floor's, and the targets of issue #11
+(``bench.run.TARGETS``) judged on these ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Final
+
+import aiohttp
+
+from . import valgrind
+from .run import FLOOR, LABELS, OURS, SAME_SPANS, TARGETS, machine, start_server
+from .tracers import start_tracing
+from .workloads import CASES, Case, make_parents
+
+__all__ = ("main",)
+
+#: The configurations counted: the tracers and the two floors the ratios are read against.
+CONFIGS: Final = ("none", FLOOR, "aiozipkin", "opentelemetry", OURS, SAME_SPANS)
+#: The two counted blocks and the warm-up, as fractions of a case's block in ``make bench``:
+#: 500 and 1,500 small GETs after 100; 50 and 150 large requests after 10.
+_FEW: Final = 6
+_MANY: Final = 2
+_WARM_UP: Final = 30
+
+#: Each counted event per request, by name (``bench.valgrind``).
+Events = dict[str, float]
+
+
+def _sizes(case: Case) -> tuple[int, int, int]:
+    """Warm-up, smaller and larger block of ``case``."""
+    return case.requests // _WARM_UP, case.requests // _FEW, case.requests // _MANY
+
+
+async def _block(config: str, case: Case, requests: int) -> None:
+    """One uncounted warm-up and ``requests`` counted requests of ``config``, flushed in slices."""
+    warm_up, _, _ = _sizes(case)
+    slice_size = case.requests // case.slices
+    server = start_server()
+    try:
+        parents = make_parents(case.sampling, warm_up + requests)
+        tracing = await start_tracing(config, server.collector_url, case.sampling)
+        session = aiohttp.ClientSession(trace_configs=tracing.trace_configs)
+        try:
+            scope = tracing.scope(parents)
+            chunks = [range(0, warm_up)] + [
+                range(start, min(start + slice_size, warm_up + requests))
+                for start in range(warm_up, warm_up + requests, slice_size)
+            ]
+            for indices in chunks:
+                await case.run(session, server.base, indices, scope)
+                await tracing.flush()
+                gc.collect()
+        finally:
+            await session.close()
+            await tracing.close()
+    finally:
+        server.stop()
+
+
+def _count(config: str, case: Case, requests: int, caches: bool) -> dict[str, int]:
+    args = ["bench.whole", "--only", config, "--case", case.name, "--requests", str(requests)]
+    return valgrind.count(args, caches)
+
+
+def measure(cases: Sequence[Case], caches: bool) -> dict[str, dict[str, Events]]:
+    """Per case and configuration, each event per request (larger block minus smaller)."""
+    runs = [
+        (case, config, size) for case in cases for config in CONFIGS for size in _sizes(case)[1:]
+    ]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        counts = list(pool.map(lambda run: _count(run[1], run[0], run[2], caches), runs))
+    found = {
+        (case.name, config, size): events
+        for (case, config, size), events in zip(runs, counts, strict=True)
+    }
+    result: dict[str, dict[str, Events]] = {}
+    for case in cases:
+        _, few, many = _sizes(case)
+        result[case.name] = {
+            config: {
+                event: (
+                    found[case.name, config, many][event] - found[case.name, config, few][event]
+                )
+                / (many - few)
+                for event in found[case.name, config, many]
+            }
+            for config in CONFIGS
+        }
+    return result
+
+
+def _ratio(rows: dict[str, Events], config: str, other: str, base: str) -> float:
+    """``config``'s instructions above ``base`` over ``other``'s."""
+    below = rows[base]["instructions"]
+    return (rows[config]["instructions"] - below) / (rows[other]["instructions"] - below)
+
+
+def render(result: dict[str, dict[str, Events]], cases: Sequence[Case], caches: bool) -> str:
+    """The counts as Markdown: per configuration, then our ratios, then the targets."""
+    info = machine()
+    lines = [
+        f"`python -m bench.whole{' --caches' if caches else ''}`: client-process instructions per"
+        f" request under valgrind (cachegrind), PYTHONHASHSEED=0; Python {info['python']},"
+        f" aiohttp {info['packages']['aiohttp']}; commit {info['commit']}. Overhead is above no"
+        " tracing, *above aiohttp* above the empty TraceConfig.",
+        "",
+        "| case | configuration | instructions/req | overhead | above aiohttp |"
+        + (" I1 misses | D1 misses | mispredicts |" if caches else ""),
+        "| --- | --- | ---: | ---: | ---: |" + (" ---: | ---: | ---: |" if caches else ""),
+    ]
+    for case in cases:
+        rows = result[case.name]
+        none, empty = rows["none"], rows[FLOOR]
+        for config in CONFIGS:
+            events = rows[config]
+            cells = [
+                case.title,
+                LABELS[config],
+                f"{events['instructions']:,.0f}",
+                "" if config == "none" else f"{events['instructions'] - none['instructions']:,.0f}",
+                ""
+                if config in ("none", FLOOR)
+                else f"{events['instructions'] - empty['instructions']:,.0f}",
+            ]
+            if caches:
+                cells += [
+                    "" if config == "none" else f"{events[event] - none[event]:,.0f}"
+                    for event in valgrind.CACHE_EVENTS
+                ]
+            lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Our overhead over the other configuration's (in brackets: above aiohttp), and the"
+        " same-spans floor's over aiozipkin's:",
+        "",
+        "| case | vs aiozipkin | vs OpenTelemetry | vs same-spans floor | floor vs aiozipkin |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for case in cases:
+        rows = result[case.name]
+        cells = [case.title]
+        for other in ("aiozipkin", "opentelemetry", SAME_SPANS):
+            plain, above = _ratio(rows, OURS, other, "none"), _ratio(rows, OURS, other, FLOOR)
+            cells.append(f"{plain:.2f} ({above:.2f})")
+        cells.append(f"{_ratio(rows, SAME_SPANS, 'aiozipkin', 'none'):.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Issue #11's targets, judged in instructions:", ""]
+    for target in TARGETS:
+        for name in target.cases:
+            if name not in result:
+                continue
+            rows = result[name]
+            ratio = _ratio(rows, OURS, target.other, "none")
+            floor = _ratio(rows, SAME_SPANS, target.other, "none")
+            verdict = "holds" if ratio <= target.limit else "MISSED"
+            lines.append(
+                f"- {name} vs {target.other}: {ratio:.2f}, target <= {target.limit}: {verdict}"
+                f" (same-spans floor {floor:.2f})"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.whole",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    names = [case.name for case in CASES]
+    parser.add_argument(
+        "--cases",
+        nargs="+",
+        choices=names,
+        default=names,
+        metavar="CASE",
+        help=f"the cases to count (all: {', '.join(names)})",
+    )
+    parser.add_argument(
+        "--caches", action="store_true", help="also simulate caches and branches (about 2x slower)"
+    )
+    parser.add_argument("--output", type=Path, help="also write the report (Markdown) here")
+    parser.add_argument("--only", choices=CONFIGS, help=argparse.SUPPRESS)
+    parser.add_argument("--case", choices=names, help=argparse.SUPPRESS)
+    parser.add_argument("--requests", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.only is not None:
+        # The counted child: one block, nothing printed.
+        case = next(case for case in CASES if case.name == args.case)
+        asyncio.run(_block(args.only, case, args.requests))
+        return 0
+    valgrind.require_valgrind("bench.whole")
+    cases = [case for case in CASES if case.name in args.cases]
+    report = render(measure(cases, args.caches), cases, args.caches)
+    print(report, end="")
+    if args.output is not None:
+        args.output.write_text(report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
