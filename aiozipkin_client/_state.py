@@ -176,12 +176,6 @@ class Hop:
         else:
             self.children.append((phase, started, now))
 
-    def body_chunk(self, size: int, now: float) -> None:
-        if self.body_first is None:
-            self.body_first = now
-        self.body_last = now
-        self.body_bytes += size
-
 
 class TraceConfigContext(SimpleNamespace):
     """aiohttp's per-request trace context, which also keeps what one traced request needs

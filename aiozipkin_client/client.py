@@ -365,9 +365,17 @@ class ClientTracing:
         if hop is None or hop.closed:
             return
         try:
-            size = sent_bytes(params.chunk)
+            chunk = params.chunk
+            # A streamed body's chunks are bytes: their length without a call. sent_bytes()
+            # for whatever else aiohttp passes.
+            size = len(chunk) if type(chunk) is bytes else sent_bytes(chunk)
             if size:
-                hop.body_chunk(size, time())
+                # What the hop keeps of its body (see Hop), written here: a call less a chunk.
+                now = time()
+                if hop.body_first is None:
+                    hop.body_first = now
+                hop.body_last = now
+                hop.body_bytes += size
         except Exception:
             _handler_failed("on_request_chunk_sent")
 

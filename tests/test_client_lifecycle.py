@@ -7,6 +7,7 @@ never on sleeps.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import gc
 import re
@@ -285,6 +286,44 @@ async def test_streamed_upload_is_bounded(
         "request.body.end",
         "wr",
     ]
+
+
+def wide_view() -> memoryview:
+    # 1,000 items of 4 bytes: len() says 1,000, the wire carries 4,000 bytes.
+    return memoryview(array.array("I", range(1000)))
+
+
+async def mixed_chunks() -> AsyncIterator[bytes | bytearray | memoryview]:
+    yield wide_view()
+    yield bytearray(b"z" * 10)
+    yield b"y" * 7
+
+
+@pytest.mark.parametrize(
+    ("make_body", "size"),
+    [
+        (lambda: b"x" * 5000, 5000),
+        (lambda: bytearray(b"x" * 3000), 3000),
+        (lambda: memoryview(b"x" * 2000), 2000),
+        (wide_view, 4000),
+        (mixed_chunks, 4017),
+    ],
+    ids=["bytes", "bytearray", "memoryview", "wide-memoryview", "streamed-mixed"],
+)
+async def test_request_size_counts_the_bytes_sent(
+    sessions: Factory, recorder: SpanRecorder, make_body: Callable[[], object], size: int
+) -> None:
+    # aiohttp reports each chunk as the object it wrote: the size is in bytes, whatever its type.
+    sizes: list[int] = []
+    async with start_app(await upload_counting_app(sizes)) as url:
+        resp = await sessions().post(url / "upload", data=make_body())
+        assert await resp.text() == str(size)
+
+    span = recorder.take_one()
+    assert sizes == [size]
+    assert span["tags"]["http.request.size"] == str(size)
+    assert "request.body.start" in values(span)
+    assert "request.body.end" in values(span)
 
 
 async def test_large_download_read_at_once(sessions: Factory, recorder: SpanRecorder) -> None:
