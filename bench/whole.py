@@ -12,8 +12,9 @@ one round's overhead moves by +-10 µs, so 30 rounds still leave every ratio a 9
 0.2 wide. ``make bench-instructions`` counts only the tracers' handlers, replayed. This counts
 everything the client process executes for a request: aiohttp, the event loop, aiohttp's trace
 machinery, the tracer, and encoding and posting its spans (OpenTelemetry's exporter thread too).
-The counts repeat within a fraction of a per cent, so a ratio and its floors can be read without
-noise, and a change of 1% shows.
+The small GETs' counts repeat within about 0.5%, so a ratio and its floors can be read without
+noise, and a change of 1% shows; the streamed upload's moved by 1.5% between runs of the same
+code (how the body writer and the server interleave changes the event loop's work).
 
 Instructions are not time: a cache miss or a mispredicted branch costs many instructions' worth.
 ``--caches`` adds cachegrind's simulated first-level cache misses and branch mispredictions (a
