@@ -104,7 +104,8 @@ class Hop:
         self.phase_totals: dict[Phase, float] | None = None
         #: (phase, start, end) for connection_phases="spans".
         self.children: list[tuple[Phase, float, float]] | None = None
-        #: Request body bytes sent, and when the first and last chunk went.
+        #: Request body bytes sent, and when the first and last chunk went (written by
+        #: ClientTracing.on_request_chunk_sent, which runs for every chunk).
         self.body_bytes = 0
         self.body_first: float | None = None
         self.body_last: float | None = None
