@@ -43,11 +43,9 @@ import asyncio
 import gc
 import gzip
 import json
-import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from random import getrandbits
 from types import SimpleNamespace
 from typing import Any, Final
@@ -347,27 +345,25 @@ def _report(
             print(f"    {signal:28s} {cells}")
 
 
-def _count_instructions(config: str, requests: int, unsampled: bool) -> int:
-    """Instructions the whole process executes for one block of ``requests`` of ``config``."""
-    args = ["bench.replay", "--only", config, "--requests", str(requests)]
-    return valgrind.count([*args, *(["--unsampled"] if unsampled else [])])["instructions"]
+def _replay_args(config: str, unsampled: bool) -> Callable[[int], list[str]]:
+    """The arguments of one block of ``config`` alone, of a given number of requests."""
+    return lambda requests: [
+        "bench.replay",
+        "--only",
+        config,
+        "--requests",
+        str(requests),
+        *(["--unsampled"] if unsampled else []),
+    ]
 
 
 def _instructions(args: argparse.Namespace) -> None:
     valgrind.require_valgrind("--instructions")
     few, many = _COUNTED_REQUESTS
-    runs = [(config, count) for config in CONFIGS for count in (few, many)]
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        counts = dict(
-            zip(
-                runs,
-                pool.map(lambda run: _count_instructions(run[0], run[1], args.unsampled), runs),
-                strict=True,
-            )
-        )
-    per_request = {
-        config: (counts[config, many] - counts[config, few]) / (many - few) for config in CONFIGS
-    }
+    counted = valgrind.per_request(
+        {config: (_replay_args(config, args.unsampled), few, many) for config in CONFIGS}
+    )
+    per_request = {config: events["instructions"] for config, events in counted.items()}
     mode = "unsampled" if args.unsampled else "sampled"
     print(
         f"instructions per replayed {mode} small GET (one block of {many} requests minus one of"

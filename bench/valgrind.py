@@ -12,10 +12,16 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
-from typing import Final
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Final, TypeVar
 
-__all__ = ("CACHE_EVENTS", "EVENTS", "count", "require_valgrind")
+__all__ = ("CACHE_EVENTS", "EVENTS", "Block", "count", "per_request", "require_valgrind")
+
+_Key = TypeVar("_Key", bound=Hashable)
+
+#: One thing to count: the module arguments of a run of ``n`` requests, and the two ``n``.
+Block = tuple[Callable[[int], Sequence[str]], int, int]
 
 #: What cachegrind always counts, and what it adds when it simulates caches and branches.
 EVENTS: Final = ("instructions",)
@@ -61,3 +67,23 @@ def count(module_args: Sequence[str], caches: bool = False) -> dict[str, int]:
     if done.returncode or not all(found.values()):
         raise SystemExit(f"counting {' '.join(module_args)} failed:\n{done.stderr[-2000:]}")
     return {event: int(match.group(1).replace(",", "")) for event, match in found.items() if match}
+
+
+def per_request(blocks: Mapping[_Key, Block], caches: bool = False) -> dict[_Key, dict[str, float]]:
+    """Each block counted at both its sizes, the runs in parallel (one per CPU); per block, each
+    event per request: the larger run's count minus the smaller's, over the difference in
+    requests."""
+    runs = [(key, size) for key, (_, fewer, more) in blocks.items() for size in (fewer, more)]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        counts = dict(
+            zip(
+                runs,
+                pool.map(lambda run: count(blocks[run[0]][0](run[1]), caches), runs),
+                strict=True,
+            )
+        )
+    result: dict[_Key, dict[str, float]] = {}
+    for key, (_, fewer, more) in blocks.items():
+        small, large = counts[key, fewer], counts[key, more]
+        result[key] = {event: (large[event] - small[event]) / (more - fewer) for event in large}
+    return result

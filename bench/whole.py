@@ -34,10 +34,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import os
 import random
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -93,36 +91,30 @@ async def _block(config: str, case: Case, requests: int) -> None:
         server.stop()
 
 
-def _count(config: str, case: Case, requests: int, caches: bool) -> dict[str, int]:
-    args = ["bench.whole", "--only", config, "--case", case.name, "--requests", str(requests)]
-    return valgrind.count(args, caches)
+def _whole_args(config: str, case: Case) -> Callable[[int], list[str]]:
+    """The arguments of one counted block of ``config`` in ``case``, of a given size."""
+    return lambda requests: [
+        "bench.whole",
+        "--only",
+        config,
+        "--case",
+        case.name,
+        "--requests",
+        str(requests),
+    ]
 
 
 def measure(cases: Sequence[Case], caches: bool) -> dict[str, dict[str, Events]]:
     """Per case and configuration, each event per request (larger block minus smaller)."""
-    runs = [
-        (case, config, size) for case in cases for config in CONFIGS for size in _sizes(case)[1:]
-    ]
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        counts = list(pool.map(lambda run: _count(run[1], run[0], run[2], caches), runs))
-    found = {
-        (case.name, config, size): events
-        for (case, config, size), events in zip(runs, counts, strict=True)
-    }
-    result: dict[str, dict[str, Events]] = {}
-    for case in cases:
-        _, few, many = _sizes(case)
-        result[case.name] = {
-            config: {
-                event: (
-                    found[case.name, config, many][event] - found[case.name, config, few][event]
-                )
-                / (many - few)
-                for event in found[case.name, config, many]
-            }
+    counted = valgrind.per_request(
+        {
+            (case.name, config): (_whole_args(config, case), *_sizes(case)[1:])
+            for case in cases
             for config in CONFIGS
-        }
-    return result
+        },
+        caches,
+    )
+    return {case.name: {config: counted[case.name, config] for config in CONFIGS} for case in cases}
 
 
 def _ratio(rows: dict[str, Events], config: str, other: str, base: str) -> float:
