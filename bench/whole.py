@@ -12,11 +12,12 @@ one round's overhead moves by +-10 µs, so 30 rounds still leave every ratio a 9
 0.2 wide. ``make bench-instructions`` counts only the tracers' handlers, replayed. This counts
 everything the client process executes for a request: aiohttp, the event loop, aiohttp's trace
 machinery, the tracer, and encoding and posting its spans (OpenTelemetry's exporter thread too).
-The child seeds ``random``, so every run has the same parents and ids: a small GET's count then
-repeats within a few dozen instructions (unseeded, the ids' string hashes moved it by up to
-1.5k), so a ratio and its floors can be read without noise, and a change of 1% shows. The
-streamed upload's moved by 1.5% between runs of the same code (how the body writer and the
-server interleave changes the event loop's work).
+The child seeds ``random``, so every run has the same parents and ids. A small GET's count of
+the same code still moves between runs by up to about 3k instructions (0.5%; when a response
+arrives relative to the event loop's polls changes its work), so a ratio moves by about +-0.01
+sampled and +-0.03 not sampled: far less than a timed one, and a change of 1% of a tracer's
+own work shows. The streamed upload's count moved by 1.5% between runs of the same code (how
+the body writer and the server interleave changes the event loop's work).
 
 Instructions are not time: a cache miss or a mispredicted branch costs many instructions' worth.
 ``--caches`` adds cachegrind's simulated first-level cache misses and branch mispredictions (a
@@ -213,8 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.only is not None:
         # The counted child: one block, nothing printed. The same ids in every run: string
-        # hashes of different ids make dicts probe differently, which moves a count by some
-        # hundreds of instructions a request.
+        # hashes of different ids make dicts probe differently, one source of a count's
+        # variation less.
         random.seed(0)
         case = next(case for case in CASES if case.name == args.case)
         asyncio.run(_block(args.only, case, args.requests))
