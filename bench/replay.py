@@ -345,23 +345,12 @@ def _report(
             print(f"    {signal:28s} {cells}")
 
 
-def _replay_args(config: str, unsampled: bool) -> Callable[[int], list[str]]:
-    """The arguments of one block of ``config`` alone, of a given number of requests."""
-    return lambda requests: [
-        "bench.replay",
-        "--only",
-        config,
-        "--requests",
-        str(requests),
-        *(["--unsampled"] if unsampled else []),
-    ]
-
-
 def _instructions(args: argparse.Namespace) -> None:
     valgrind.require_valgrind("--instructions")
     few, many = _COUNTED_REQUESTS
+    unsampled = ["--unsampled"] if args.unsampled else []
     counted = valgrind.per_request(
-        {config: (_replay_args(config, args.unsampled), few, many) for config in CONFIGS}
+        {config: (["bench.replay", "--only", config, *unsampled], few, many) for config in CONFIGS}
     )
     per_request = {config: events["instructions"] for config, events in counted.items()}
     mode = "unsampled" if args.unsampled else "sampled"

@@ -12,7 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Final, TypeVar
 
@@ -20,8 +20,8 @@ __all__ = ("CACHE_EVENTS", "EVENTS", "Block", "count", "per_request", "require_v
 
 _Key = TypeVar("_Key", bound=Hashable)
 
-#: One thing to count: the module arguments of a run of ``n`` requests, and the two ``n``.
-Block = tuple[Callable[[int], Sequence[str]], int, int]
+#: One thing to count: its module arguments (``--requests n`` is added), and the two ``n``.
+Block = tuple[Sequence[str], int, int]
 
 #: What cachegrind always counts, and what it adds when it simulates caches and branches.
 EVENTS: Final = ("instructions",)
@@ -74,14 +74,13 @@ def per_request(blocks: Mapping[_Key, Block], caches: bool = False) -> dict[_Key
     event per request: the larger run's count minus the smaller's, over the difference in
     requests."""
     runs = [(key, size) for key, (_, fewer, more) in blocks.items() for size in (fewer, more)]
+
+    def run_one(run: tuple[_Key, int]) -> dict[str, int]:
+        key, size = run
+        return count([*blocks[key][0], "--requests", str(size)], caches)
+
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        counts = dict(
-            zip(
-                runs,
-                pool.map(lambda run: count(blocks[run[0]][0](run[1]), caches), runs),
-                strict=True,
-            )
-        )
+        counts = dict(zip(runs, pool.map(run_one, runs), strict=True))
     result: dict[_Key, dict[str, float]] = {}
     for key, (_, fewer, more) in blocks.items():
         small, large = counts[key, fewer], counts[key, more]

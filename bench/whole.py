@@ -36,7 +36,7 @@ import argparse
 import asyncio
 import gc
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
@@ -92,24 +92,14 @@ async def _block(config: str, case: Case, requests: int) -> None:
         server.stop()
 
 
-def _whole_args(config: str, case: Case) -> Callable[[int], list[str]]:
-    """The arguments of one counted block of ``config`` in ``case``, of a given size."""
-    return lambda requests: [
-        "bench.whole",
-        "--only",
-        config,
-        "--case",
-        case.name,
-        "--requests",
-        str(requests),
-    ]
-
-
 def measure(cases: Sequence[Case], caches: bool) -> dict[str, dict[str, Events]]:
     """Per case and configuration, each event per request (larger block minus smaller)."""
     counted = valgrind.per_request(
         {
-            (case.name, config): (_whole_args(config, case), *_sizes(case)[1:])
+            (case.name, config): (
+                ["bench.whole", "--only", config, "--case", case.name],
+                *_sizes(case)[1:],
+            )
             for case in cases
             for config in CONFIGS
         },
