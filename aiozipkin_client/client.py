@@ -36,6 +36,7 @@ from yarl import URL
 
 from ._compat import closed_future, has_no_authority, is_connected, sent_bytes
 from ._context import current_context, to_context
+from ._dispatch import use_direct_signals
 from ._duplicates import DuplicateCheck
 from ._options import require_callable, require_collection, require_tracer
 from ._spans import Remote, SpanSink, remote_endpoint, span_id
@@ -1234,6 +1235,7 @@ def make_trace_config(
     )
     handlers = ClientTracing(tracer, settings)
     trace_config = aiohttp.TraceConfig(trace_config_ctx_factory=TraceConfigContext)
+    use_direct_signals(trace_config, SIGNALS)
     for signal_name in SIGNALS:
         getattr(trace_config, signal_name).append(getattr(handlers, signal_name))
     return trace_config
