@@ -6,8 +6,8 @@ the corners. One cell: ``nox -s "tests-3.11(aiohttp='3.10')"``; the list: ``nox 
 Every version installed comes from ``requirements-dev.txt`` (the newest pins, used as they are
 by the aiohttp 3.14 cells) or from ``OLDER`` below, which replaces the aiohttp pin, and the
 yarl and multidict pins that go with it, for the older cells. The aiohttp 3.10 cells use the
-oldest yarl, multidict and msgspec that ``pyproject.toml`` allows, so its lower bounds are
-tested too.
+oldest aiosignal, yarl, multidict and msgspec that ``pyproject.toml`` allows, so its lower
+bounds are tested too.
 """
 
 from __future__ import annotations
@@ -28,7 +28,13 @@ NEWEST = "3.14"
 
 #: aiohttp minor -> the pins that replace the newest ones (the latest patch of each minor).
 OLDER: dict[str, dict[str, str]] = {
-    "3.10": {"aiohttp": "3.10.11", "yarl": "1.12.0", "multidict": "6.1.0", "msgspec": "0.19.0"},
+    "3.10": {
+        "aiohttp": "3.10.11",
+        "aiosignal": "1.1.2",
+        "yarl": "1.12.0",
+        "multidict": "6.1.0",
+        "msgspec": "0.19.0",
+    },
     "3.11": {"aiohttp": "3.11.18", "yarl": "1.25.1", "multidict": "6.9.1"},
     "3.12": {"aiohttp": "3.12.15", "yarl": "1.25.1", "multidict": "6.9.1"},
     "3.13": {"aiohttp": "3.13.5", "yarl": "1.25.1", "multidict": "6.9.1"},
