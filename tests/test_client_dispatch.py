@@ -11,6 +11,7 @@ that raises.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
@@ -25,6 +26,8 @@ import aiozipkin_client
 from aiozipkin_client._dispatch import DirectSignal, use_direct_signals
 from aiozipkin_client.annotations import (
     CONNECTION_REUSED,
+    DNS_CACHE_MISS,
+    QUEUE,
     REDIRECT,
     REQUEST_BODY_END,
     REQUEST_BODY_START,
@@ -33,8 +36,9 @@ from aiozipkin_client.annotations import (
     WIRE_SEND,
 )
 from aiozipkin_client.client import SIGNALS
+from aiozipkin_client.parsers import ERROR
 from tests.kit.recorder import SpanRecorder
-from tests.kit.servers import Backend
+from tests.kit.servers import Backend, LoopbackResolver, refused_url
 
 BODY_CHUNKS = 3
 
@@ -115,6 +119,41 @@ async def test_every_signal_reaches_our_handlers_without_aiosignals_loop(
 
 def values(span: dict[str, Any]) -> list[str]:
     return [annotation["value"] for annotation in span["annotations"]]
+
+
+async def test_dns_queue_and_failure_signals_reach_our_handlers_directly_too(
+    tracer: Tracer, recorder: SpanRecorder, backend: Backend, aiosignal_sends: Counter[int]
+) -> None:
+    ours = aiozipkin_client.make_trace_config(tracer)
+    plain, names = received_signals()
+    connector = aiohttp.TCPConnector(limit=1, force_close=True, resolver=LoopbackResolver())
+    async with aiohttp.ClientSession(trace_configs=[ours, plain], connector=connector) as session:
+
+        async def get_ok() -> None:
+            async with session.get(backend.url.with_host("localhost") / "ok") as response:
+                assert await response.text() == "ok"
+
+        await get_ok()  # resolved: a DNS cache miss
+        await asyncio.gather(get_ok(), get_ok())  # cache hits; one waits for the only connection
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await session.get(await refused_url())
+
+    # The signals the first test's requests do not send.
+    assert {
+        "on_dns_resolvehost_start",
+        "on_dns_resolvehost_end",
+        "on_dns_cache_miss",
+        "on_dns_cache_hit",
+        "on_connection_queued_start",
+        "on_connection_queued_end",
+        "on_request_exception",
+    } <= set(names)
+    assert aiosignal_sends[id(plain)] == len(names)
+    assert aiosignal_sends[id(ours)] == 0
+    spans = recorder.take(4)
+    assert DNS_CACHE_MISS in values(spans[0])
+    assert any(QUEUE.start in values(span) for span in spans[1:3])
+    assert ERROR in spans[3]["tags"]
 
 
 async def test_a_receiver_of_the_users_own_runs_beside_ours(
@@ -221,3 +260,24 @@ def test_signals_aiohttp_keeps_elsewhere_or_with_receivers_are_left_alone() -> N
     fresh = aiohttp.TraceConfig()
     assert use_direct_signals(fresh, SIGNALS) is True
     assert all(type(getattr(fresh, name)) is DirectSignal for name in SIGNALS)
+
+
+def test_a_replacement_the_property_does_not_return_is_undone() -> None:
+    class Mapped(aiohttp.TraceConfig):
+        """Reads on_request_end from a table of its own, filled from aiohttp's attribute."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.table = {"on_request_end": self._on_request_end}
+
+        @property
+        def on_request_end(self) -> Any:
+            return self.table["on_request_end"]
+
+    config = Mapped()
+    aiohttps_own = config.on_request_end
+    assert use_direct_signals(config, ["on_request_end"]) is False
+    # Replaced and put back: freeze() and the property still see the same signal.
+    hidden: Any = config._on_request_end
+    assert hidden is aiohttps_own
+    assert config.on_request_end is aiohttps_own
