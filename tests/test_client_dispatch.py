@@ -23,18 +23,8 @@ from aiosignal import Signal
 from aiozipkin.tracer import Tracer
 
 import aiozipkin_client
+from aiozipkin_client import annotations as ann
 from aiozipkin_client._dispatch import DirectSignal, use_direct_signals
-from aiozipkin_client.annotations import (
-    CONNECTION_REUSED,
-    DNS_CACHE_MISS,
-    QUEUE,
-    REDIRECT,
-    REQUEST_BODY_END,
-    REQUEST_BODY_START,
-    REQUEST_SIZE,
-    WIRE_RECEIVE,
-    WIRE_SEND,
-)
 from aiozipkin_client.client import SIGNALS
 from aiozipkin_client.parsers import ERROR
 from tests.kit.recorder import SpanRecorder
@@ -110,10 +100,12 @@ async def test_every_signal_reaches_our_handlers_without_aiosignals_loop(
     # ids its request arrived with.
     spans = {span["id"]: span for span in recorder.take(3)}
     first, second, post = (spans[request.b3()["x-b3-spanid"]] for request in backend.received)
-    assert REDIRECT in values(first)
-    assert CONNECTION_REUSED in values(second)
-    assert {WIRE_SEND, WIRE_RECEIVE, REQUEST_BODY_START, REQUEST_BODY_END} <= set(values(post))
-    assert post["tags"][REQUEST_SIZE] == str(len(backend.received[-1].body))
+    assert ann.REDIRECT in values(first)
+    assert ann.CONNECTION_REUSED in values(second)
+    assert {ann.WIRE_SEND, ann.WIRE_RECEIVE, ann.REQUEST_BODY_START, ann.REQUEST_BODY_END} <= set(
+        values(post)
+    )
+    assert post["tags"][ann.REQUEST_SIZE] == str(len(backend.received[-1].body))
     assert backend.received[-1].body == b"".join(b"chunk %d;" % i for i in range(BODY_CHUNKS))
 
 
@@ -151,8 +143,8 @@ async def test_dns_queue_and_failure_signals_reach_our_handlers_directly_too(
     assert aiosignal_sends[id(plain)] == len(names)
     assert aiosignal_sends[id(ours)] == 0
     spans = recorder.take(4)
-    assert DNS_CACHE_MISS in values(spans[0])
-    assert any(QUEUE.start in values(span) for span in spans[1:3])
+    assert ann.DNS_CACHE_MISS in values(spans[0])
+    assert any(ann.QUEUE.start in values(span) for span in spans[1:3])
     assert ERROR in spans[3]["tags"]
 
 
