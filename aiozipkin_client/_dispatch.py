@@ -7,7 +7,9 @@ and unpacking the arguments, an iterator over the receivers), as much as most of
 and a request sends five to twenty signals. :class:`DirectSignal` is that ``Signal`` with one
 difference: frozen with exactly one receiver, ``send()`` returns that receiver's own awaitable,
 which aiohttp then awaits in place of the loop's. The receiver runs at the same moment, with
-the same arguments, and what it raises propagates the same way.
+the same arguments, and what it raises propagates the same way. (What it returns reaches
+aiohttp, where aiosignal's ``send()`` returns None; aiohttp discards both, and ours return
+None.)
 
 Anything else (no receiver, several: a user appended one of their own; not frozen yet, which
 aiosignal refuses) goes through aiosignal's own ``send()`` unchanged.
