@@ -29,6 +29,7 @@ from aiozipkin_client.client import SIGNALS
 from aiozipkin_client.parsers import ERROR
 from tests.kit.recorder import SpanRecorder
 from tests.kit.servers import Backend, LoopbackResolver, refused_url
+from tests.kit.signals import Observer
 
 BODY_CHUNKS = 3
 
@@ -52,34 +53,21 @@ async def streamed_body() -> AsyncIterator[bytes]:
         yield b"chunk %d;" % index
 
 
-def received_signals() -> tuple[aiohttp.TraceConfig, list[str]]:
-    """A plain trace config recording the name of every signal aiohttp sends it."""
-    config = aiohttp.TraceConfig()
-    names: list[str] = []
-    for name in SIGNALS:
-
-        async def receiver(*_: object, name: str = name) -> None:
-            names.append(name)
-
-        getattr(config, name).append(receiver)
-    return config, names
-
-
 async def test_every_signal_reaches_our_handlers_without_aiosignals_loop(
     tracer: Tracer, recorder: SpanRecorder, backend: Backend, aiosignal_sends: Counter[int]
 ) -> None:
     ours = aiozipkin_client.make_trace_config(tracer)
     # A plain config beside ours: what aiohttp sent, through aiosignal's send() (so the counter
     # sees aiohttp's path at all).
-    plain, names = received_signals()
-    async with aiohttp.ClientSession(trace_configs=[ours, plain]) as session:
+    observer = Observer()
+    async with aiohttp.ClientSession(trace_configs=[ours, observer.config]) as session:
         async with session.get(backend.url / "redirect/1") as response:
             assert await response.text() == "ok"
         async with session.post(backend.url / "echo", data=streamed_body()) as response:
             assert response.status == 200
             await response.read()
 
-    sent = Counter(names)
+    sent = observer.counts
     # The signals these requests fire, each at least once: a connection made and reused, a
     # redirect, the body's chunks, headers and the response.
     assert {
@@ -93,7 +81,7 @@ async def test_every_signal_reaches_our_handlers_without_aiosignals_loop(
         "on_response_chunk_received",
         "on_request_end",
     } <= set(sent)
-    assert aiosignal_sends[id(plain)] == sum(sent.values())
+    assert aiosignal_sends[id(observer.config)] == sum(sent.values())
     assert aiosignal_sends[id(ours)] == 0
 
     # Every one reached our handlers: each span has what its signals record, and carries the
@@ -117,9 +105,11 @@ async def test_dns_queue_and_failure_signals_reach_our_handlers_directly_too(
     tracer: Tracer, recorder: SpanRecorder, backend: Backend, aiosignal_sends: Counter[int]
 ) -> None:
     ours = aiozipkin_client.make_trace_config(tracer)
-    plain, names = received_signals()
+    observer = Observer()
     connector = aiohttp.TCPConnector(limit=1, force_close=True, resolver=LoopbackResolver())
-    async with aiohttp.ClientSession(trace_configs=[ours, plain], connector=connector) as session:
+    async with aiohttp.ClientSession(
+        trace_configs=[ours, observer.config], connector=connector
+    ) as session:
 
         async def get_ok() -> None:
             async with session.get(backend.url.with_host("localhost") / "ok") as response:
@@ -139,8 +129,8 @@ async def test_dns_queue_and_failure_signals_reach_our_handlers_directly_too(
         "on_connection_queued_start",
         "on_connection_queued_end",
         "on_request_exception",
-    } <= set(names)
-    assert aiosignal_sends[id(plain)] == len(names)
+    } <= set(observer.counts)
+    assert aiosignal_sends[id(observer.config)] == sum(observer.counts.values())
     assert aiosignal_sends[id(ours)] == 0
     spans = recorder.take(4)
     assert ann.DNS_CACHE_MISS in values(spans[0])
