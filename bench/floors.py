@@ -7,10 +7,6 @@
 * ``listen_only``: a ``TraceConfig`` with a handler on each of aiohttp's 16 client signals that
   does nothing: the above plus one awaited call per handler, still before a tracer records
   anything.
-
-  The three floors with handlers reach them as aiozipkin_client does: directly, without
-  aiosignal's loop over the receivers (``aiozipkin_client._dispatch``), which any tracer can
-  do and which saves about 2,000 instructions a signal; so they stay floors of our design.
 * ``same_spans``: aiozipkin_client's own output for these workloads (the same B3 headers, and
   the same span with the same tags, annotations and endpoints, reported through the same
   :class:`~aiozipkin_client.reporting.ZipkinTransport` with its defaults), written with the
@@ -25,6 +21,10 @@
   tracking, no reporting. It follows the parent's decision as the tracers do: under an
   unsampled parent it only makes a span id and propagates it with ``X-B3-Sampled: 0``. Any real
   tracer of every signal costs at least this much.
+
+The three floors with handlers reach them as aiozipkin_client does: directly, without
+aiosignal's loop over the receivers (``aiozipkin_client._dispatch``), which any tracer can do
+and which saves about 2,000 instructions a signal; so they stay floors of our design.
 
 The floors find their parent in :data:`PARENT` (``same_spans`` in the tracers' own variable, in
 their form: it stands for our client), which the benchmark sets around each request
