@@ -1,11 +1,14 @@
 """Whole requests counted: ``make bench``'s cases, in instructions instead of time.
 
 ``python -m bench.whole`` (``make bench-whole``) runs each configuration's real requests, with the
-same workloads, parents, tracers, collector and flushes as ``make bench``, in a client process
-under valgrind (``cachegrind``). The server and the collector run natively in a child process,
-outside the count. Each count is one block of requests minus a smaller one, after the same
-warm-up: start-up, imports and the warm-up cancel out, and what is left is divided by the
-difference in requests.
+same workloads, parents, tracers, collector, flushes and garbage collection as ``make bench``
+(what exists before the counted requests is frozen out of the collector's view), in a client
+process under valgrind (``cachegrind``). The server and the collector run natively in a child
+process, outside the count. Each count is one block of requests minus a smaller one, after the
+same start-up and warm-up, which cancel out, and what is left is divided by the difference in
+requests. The counts up to ``bench/results/counted-f45aa38.md`` did neither: they made fewer
+parents for the smaller block and collected the whole heap after every slice, which moved
+overheads by up to 20k instructions a request (``_block``).
 
 Why count: ``make bench`` times the client's CPU, which is the verdict, but on a shared 2-CPU VM
 one round's overhead moves by +-10 µs, so 30 rounds still leave every ratio a 90% interval about
@@ -67,24 +70,41 @@ def _sizes(case: Case) -> tuple[int, int, int]:
 
 
 async def _block(config: str, case: Case, requests: int) -> None:
-    """One uncounted warm-up and ``requests`` counted requests of ``config``, flushed in slices."""
-    warm_up, _, _ = _sizes(case)
+    """One uncounted warm-up and ``requests`` counted requests of ``config``, flushed in slices.
+
+    Everything before the counted slices is the same whatever ``requests`` is, so that it
+    cancels out of the difference of two blocks: the parents are made for the larger block
+    every time (a run making more of them crossed the garbage collector's threshold for a full
+    collection of the whole heap, about 20 million instructions, where a run making fewer did
+    not: 20k a request charged to whichever configuration it hit). And, as in ``make bench``,
+    what exists after the warm-up is frozen out of the collector's view (``gc.freeze``): the
+    collection that ends each slice looks at what the slices made, not at every module's
+    objects (another 40k a request, varying with the heap's size).
+    """
+    warm_up, _, many = _sizes(case)
     slice_size = case.requests // case.slices
     server = start_server()
     try:
-        parents = make_parents(case.sampling, warm_up + requests)
+        parents = make_parents(case.sampling, warm_up + max(requests, many))
         tracing = await start_tracing(config, server.collector_url, case.sampling)
         session = aiohttp.ClientSession(trace_configs=tracing.trace_configs)
         try:
             scope = tracing.scope(parents)
-            chunks = [range(0, warm_up)] + [
+            chunks = [
                 range(start, min(start + slice_size, warm_up + requests))
                 for start in range(warm_up, warm_up + requests, slice_size)
             ]
-            for indices in chunks:
-                await case.run(session, server.base, indices, scope)
-                await tracing.flush()
-                gc.collect()
+            await case.run(session, server.base, range(0, warm_up), scope)
+            await tracing.flush()
+            gc.collect()
+            gc.freeze()
+            try:
+                for indices in chunks:
+                    await case.run(session, server.base, indices, scope)
+                    await tracing.flush()
+                    gc.collect()
+            finally:
+                gc.unfreeze()
         finally:
             await session.close()
             await tracing.close()
