@@ -223,6 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.only is not None:
+        if args.case is None or args.requests is None:
+            parser.error("--only needs --case and --requests")
         # The counted child: one block, nothing printed. The same ids in every run: string
         # hashes of different ids make dicts probe differently, one source of a count's
         # variation less.
