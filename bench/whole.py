@@ -16,7 +16,7 @@ one round's overhead moves by +-10 µs, so 30 rounds still leave every ratio a 9
 everything the client process executes for a request: aiohttp, the event loop, aiohttp's trace
 machinery, the tracer, and encoding and posting its spans (OpenTelemetry's exporter thread too).
 The child seeds ``random``, so every run has the same parents and ids. A small GET's count of
-the same code still moves between runs by up to about 2k instructions (0.5%; when a response
+the same code still moves between runs by up to about 3k instructions (0.5%; when a response
 arrives relative to the event loop's polls changes its work), so a ratio moves by about +-0.01
 sampled and +-0.02 not sampled: far less than a timed one, and a change of 1% of a tracer's
 own work shows. The streamed upload's count moved by 1.5% between runs of the same code (how
