@@ -67,6 +67,7 @@ from aiozipkin_client.reporting._model import encode_batch
 
 from . import valgrind
 from .floors import same_spans
+from .run import frozen_heap
 from .tracers import SERVICE
 
 __all__ = ("main",)
@@ -284,9 +285,7 @@ async def _run(args: argparse.Namespace) -> None:
             # Every block's own requests, made before any is timed, then kept out of the
             # collector's view (a full collection of them would land in some block's time).
             requests = {name: _fresh(calls, origin, args.requests) for name in order}
-            gc.collect()
-            gc.freeze()
-            try:
+            with frozen_heap():
                 for name in order:
                     cpu, spans = await _block(
                         setups[name],
@@ -299,8 +298,6 @@ async def _run(args: argparse.Namespace) -> None:
                     if spans != expected:
                         raise SystemExit(f"{name} reported {spans} spans, expected {expected}")
                     times[name].append(cpu)
-            finally:
-                gc.unfreeze()
     finally:
         for setup in setups.values():
             await setup.close()

@@ -64,7 +64,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from importlib import metadata
@@ -190,6 +190,19 @@ def _added(a: CollectorStats, b: CollectorStats) -> CollectorStats:
     return CollectorStats(**{f.name: getattr(a, f.name) + getattr(b, f.name) for f in fields(a)})
 
 
+@contextlib.contextmanager
+def frozen_heap() -> Iterator[None]:
+    """Collect, then keep everything that exists now out of the garbage collector's view until
+    the block ends (``gc.freeze``): a collection inside a measured slice then looks only at what
+    the slices made, not at every module's objects and every block's set-up."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def balanced_order(items: Sequence[str], index: int) -> list[str]:
     """The ``index``-th order of ``items`` in a Williams design.
 
@@ -239,9 +252,7 @@ async def measure(
         # the collections from here on: a full collection of it would cost tens of milliseconds,
         # in whichever slice it fell. Each slice ends with a collection of what the slices
         # made, inside its measured time: it pays for its own garbage and leaves none behind.
-        gc.collect()
-        gc.freeze()
-        stack.callback(gc.unfreeze)
+        stack.enter_context(frozen_heap())
         for slice_ in range(case.slices):
             indices = range(slice_ * size, (slice_ + 1) * size)
             for config in balanced_order(configs, round_ * case.slices + slice_):

@@ -46,7 +46,7 @@ from typing import Final
 import aiohttp
 
 from . import valgrind
-from .run import FLOOR, LABELS, OURS, SAME_SPANS, TARGETS, machine, start_server
+from .run import FLOOR, LABELS, OURS, SAME_SPANS, TARGETS, frozen_heap, machine, start_server
 from .tracers import start_tracing
 from .workloads import CASES, Case, make_parents
 
@@ -96,15 +96,11 @@ async def _block(config: str, case: Case, requests: int) -> None:
             ]
             await case.run(session, server.base, range(0, warm_up), scope)
             await tracing.flush()
-            gc.collect()
-            gc.freeze()
-            try:
+            with frozen_heap():
                 for indices in chunks:
                     await case.run(session, server.base, indices, scope)
                     await tracing.flush()
                     gc.collect()
-            finally:
-                gc.unfreeze()
         finally:
             await session.close()
             await tracing.close()
