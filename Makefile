@@ -28,6 +28,18 @@ $(STAMP): pyproject.toml setup.py requirements-dev.txt
 
 install: $(STAMP)
 
+# zipkin-js for tests/test_other_tracers.py, pinned by its package-lock.json. Without npm the
+# tests that need it are skipped, and say so.
+JS_PEER := tests/interop/zipkin_js
+JS_STAMP := $(JS_PEER)/node_modules/.installed
+
+$(JS_STAMP): $(JS_PEER)/package.json $(JS_PEER)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		cd $(JS_PEER) && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else \
+		echo "npm not found: the zipkin-js tests of tests/test_other_tracers.py will be skipped"; \
+	fi
+
 lint: $(STAMP)
 	$(BIN)/ruff check aiozipkin_client tests examples bench noxfile.py
 	$(BIN)/ruff format --check aiozipkin_client tests examples bench noxfile.py
@@ -35,7 +47,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) $(JS_STAMP)
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
@@ -99,4 +111,4 @@ zipkin-down:
 	docker compose -f docker/docker-compose.yml down
 
 clean:
-	rm -rf $(VENV) .nox .mypy_cache .pytest_cache .ruff_cache build dist *.egg-info
+	rm -rf $(VENV) .nox .mypy_cache .pytest_cache .ruff_cache build dist *.egg-info $(JS_PEER)/node_modules

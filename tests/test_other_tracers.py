@@ -1,0 +1,591 @@
+"""Other tracers on the other side of the wire: OpenTelemetry, py_zipkin and zipkin-js.
+
+Each is used as its own users use it: OpenTelemetry's B3 propagators with its SDK (and its own
+Zipkin JSON v2 encoder for its spans), py_zipkin's header helpers and ``zipkin_client_span``
+(its own v2 JSON for its spans), and zipkin-js's HTTP client and server instrumentation run in
+Node.js (``tests/interop/zipkin_js/peer.js``, its spans written by zipkin-js's own v2 JSON
+encoder). Both directions are tried:
+
+* we call them: what their extraction makes of the headers our client sends, for each B3
+  format and each sampling state;
+* they call us: our server middleware joins their trace, and the call our handler makes next
+  carries it on.
+
+Where both sides report spans, they are put together as Zipkin would and must make one tree:
+the caller's CLIENT span and the callee's SERVER span share an id (B3's shared span), every
+parent is in the trace, and the sampling state arrives as it was sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import aiozipkin
+import pytest
+from aiohttp import web
+from aiozipkin.helpers import TraceContext
+from aiozipkin.sampler import Sampler
+from aiozipkin.tracer import Tracer
+from opentelemetry import trace as otel_trace
+from opentelemetry.exporter.zipkin.json.v2 import JsonV2Encoder
+from opentelemetry.exporter.zipkin.node_endpoint import NodeEndpoint
+from opentelemetry.propagators.b3 import B3MultiFormat, B3SingleFormat
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
+from py_zipkin.request_helpers import create_http_headers, extract_zipkin_attrs_from_headers
+from py_zipkin.transport import BaseTransportHandler
+from py_zipkin.zipkin import zipkin_client_span, zipkin_server_span
+from yarl import URL
+
+import aiozipkin_client
+from aiozipkin_client import B3Format
+from tests.kit.mesh import TraceTree, assert_joined
+from tests.kit.recorder import SpanRecorder
+from tests.kit.schema import validate_spans
+from tests.kit.servers import Backend, start_app
+
+TRACE = "463ac35c9f6413ad48485a3953bb6124"
+PARENT = "a2fb4a1d1a96d312"
+
+#: The sampling state of the parent our client continues, as a TraceContext holds it.
+DECISIONS = {
+    "sampled": (True, False),
+    "unsampled": (False, False),
+    "debug": (True, True),
+}
+
+PEER_DIR = Path(__file__).parent / "interop" / "zipkin_js"
+NODE = shutil.which("node")
+needs_zipkin_js = pytest.mark.skipif(
+    NODE is None or not (PEER_DIR / "node_modules" / "zipkin").is_dir(),
+    reason="zipkin-js interop needs Node.js and `npm ci` in tests/interop/zipkin_js"
+    " (make test runs it when npm is installed)",
+)
+#: Bounds every wait on the Node.js process.
+PEER_TIMEOUT = 20.0
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def is_span_id(value: object) -> bool:
+    return isinstance(value, str) and len(value) == 16 and int(value, 16) != 0
+
+
+def b3_of(headers: Any) -> dict[str, str]:
+    """The B3 headers among ``headers``, by lowercase name."""
+    return {
+        name.lower(): value
+        for name, value in headers.items()
+        if name.lower() == "b3" or name.lower().startswith("x-b3-")
+    }
+
+
+@asynccontextmanager
+async def our_service(tracer: Tracer, downstream: URL) -> AsyncIterator[URL]:
+    """A service traced by us: ``GET /call`` calls ``downstream`` with a traced session."""
+    async with aiohttp.ClientSession(
+        trace_configs=[aiozipkin_client.make_trace_config(tracer)]
+    ) as session:
+
+        async def call(request: web.Request) -> web.Response:
+            async with session.get(downstream) as response:
+                return web.Response(text=f"called:{response.status}")
+
+        app = web.Application()
+        aiozipkin_client.setup(app, tracer)
+        app.router.add_get("/call", call)
+        async with start_app(app) as url:
+            yield url
+
+
+async def plain_get(url: URL, headers: dict[str, str]) -> str:
+    async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as response:
+        assert response.status == 200, await response.text()
+        return await response.text()
+
+
+def expect_our_service_joined(
+    recorder_spans: list[dict[str, Any]],
+    caller_spans: list[dict[str, Any]],
+    received: Any,
+    *,
+    outside: tuple[str, ...] = (),
+    debug: bool = False,
+) -> None:
+    """Their CLIENT span, our SERVER span sharing its id, our CLIENT span under it, and the
+    headers our call carried: one trace, as Zipkin would put it together."""
+    validate_spans(recorder_spans)
+    tree = TraceTree(recorder_spans + caller_spans, outside=outside)
+    (their_client,) = caller_spans
+    our_server = tree.one("app", "SERVER")
+    our_client = tree.one("app", "CLIENT")
+    assert_joined(their_client, our_server)
+    assert our_client["parentId"] == our_server["id"]
+    for span in recorder_spans:
+        assert span.get("debug", False) is debug, span
+    b3 = b3_of(received.headers)
+    expected = {
+        "x-b3-traceid": tree.trace_id,
+        "x-b3-spanid": our_client["id"],
+        "x-b3-parentspanid": our_server["id"],
+    }
+    # Debug implies sampled: the spec says not to send X-B3-Sampled then.
+    expected.update({"x-b3-flags": "1"} if debug else {"x-b3-sampled": "1"})
+    assert b3 == expected
+
+
+def expect_unsampled_call(received: Any, trace_id: str, caller_span: str) -> None:
+    """Not sampled: no span, but our call carried the caller's trace on, with a deny."""
+    b3 = b3_of(received.headers)
+    assert b3.pop("x-b3-spanid") not in (caller_span, "")
+    assert b3 == {
+        "x-b3-traceid": trace_id,
+        "x-b3-parentspanid": caller_span,
+        "x-b3-sampled": "0",
+    }
+
+
+class _Collected(BaseTransportHandler):
+    """py_zipkin's transport: keeps what it would post."""
+
+    def __init__(self) -> None:
+        self.payloads: list[bytes | str] = []
+
+    def get_max_payload_bytes(self) -> int | None:
+        return None
+
+    def send(self, payload: bytes | str) -> None:
+        self.payloads.append(payload)
+
+
+# -- we call them: what their extraction makes of our headers -----------------------------------
+
+
+@dataclass
+class Extracted:
+    """What OpenTelemetry's and py_zipkin's extraction read from one request."""
+
+    b3: dict[str, str]
+    otel: otel_trace.SpanContext
+    py_zipkin: Any
+
+
+@dataclass
+class TheirServers:
+    """A server whose handler is traced by OpenTelemetry and by py_zipkin, as a service
+    traced by either would be: each extracts the incoming B3 headers and records its own
+    SERVER span under them (OpenTelemetry with its default ParentBased sampler)."""
+
+    url: URL
+    seen: list[Extracted]
+    otel: InMemorySpanExporter
+    py_zipkin: _Collected
+
+    def otel_spans(self) -> list[dict[str, Any]]:
+        """OpenTelemetry's spans, as its Zipkin exporter writes them (the service name is the
+        provider's resource's, which the exporter copies in the same way)."""
+        endpoint = NodeEndpoint()
+        endpoint.service_name = "otel-server"
+        finished: Any = self.otel.get_finished_spans()  # ReadableSpans, which it encodes
+        spans: list[dict[str, Any]] = json.loads(JsonV2Encoder().serialize(finished, endpoint))
+        return spans
+
+    def py_zipkin_spans(self) -> list[dict[str, Any]]:
+        return [span for payload in self.py_zipkin.payloads for span in json.loads(payload)]
+
+
+@asynccontextmanager
+async def their_servers() -> AsyncIterator[TheirServers]:
+    seen: list[Extracted] = []
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    otel_tracer = provider.get_tracer("otel-server")
+    transport = _Collected()
+
+    async def read(request: web.Request) -> web.Response:
+        headers = request.headers
+        context = B3MultiFormat().extract(headers)
+        # sample_rate=50.0: a request without a decision would get a coin toss, so a lost
+        # decision shows as a flaky test rather than passing by chance.
+        attrs = extract_zipkin_attrs_from_headers(headers, sample_rate=50.0)  # type: ignore[arg-type]
+        seen.append(
+            Extracted(
+                b3_of(headers), otel_trace.get_current_span(context).get_span_context(), attrs
+            )
+        )
+        with otel_tracer.start_as_current_span(
+            "read", context=context, kind=otel_trace.SpanKind.SERVER
+        ):
+            pass
+        with zipkin_server_span(
+            service_name="py-zipkin-server",
+            span_name="read",
+            zipkin_attrs=attrs,
+            transport_handler=transport,
+        ):
+            pass
+        return web.Response(text="read")
+
+    app = web.Application()
+    app.router.add_get("/read", read)
+    async with start_app(app) as url:
+        yield TheirServers(url / "read", seen, exporter, transport)
+    provider.shutdown()
+
+
+@pytest.mark.parametrize("b3_format", list(B3Format), ids=lambda f: f.name.lower())
+@pytest.mark.parametrize("decision", list(DECISIONS))
+async def test_opentelemetry_and_py_zipkin_servers_join_our_client_span(
+    tracer: Tracer, recorder: SpanRecorder, b3_format: B3Format, decision: str
+) -> None:
+    sampled, debug = DECISIONS[decision]
+    parent = TraceContext(TRACE, None, PARENT, sampled, debug, False)
+    config = aiozipkin_client.make_trace_config(tracer, b3_format=b3_format)
+    async with (
+        their_servers() as theirs,
+        aiohttp.ClientSession(trace_configs=[config]) as session,
+    ):
+        with aiozipkin_client.use_span(parent):
+            async with session.get(theirs.url) as response:
+                assert response.status == 200
+
+    (extracted,) = theirs.seen
+    if sampled:
+        ours = recorder.take_one()
+        assert ours["parentId"] == PARENT
+        assert ours.get("debug", False) is debug
+        span_id = ours["id"]
+    else:
+        recorder.expect_none()
+        span_id = (extracted.b3.get("x-b3-spanid") or extracted.b3["b3"].split("-")[1]).lower()
+    assert is_span_id(span_id)
+    assert span_id != PARENT
+
+    # OpenTelemetry (it reads the single header first, and the multi headers without it).
+    otel = extracted.otel
+    assert otel.is_valid
+    assert otel.is_remote
+    assert format(otel.trace_id, "032x") == TRACE
+    assert format(otel.span_id, "016x") == span_id
+    assert otel.trace_flags.sampled is sampled
+
+    # py_zipkin: the same ids, the parent, the decision, and debug as its flag.
+    attrs = extracted.py_zipkin
+    assert attrs is not None
+    assert (attrs.trace_id, attrs.span_id, attrs.parent_span_id) == (TRACE, span_id, PARENT)
+    assert attrs.is_sampled is sampled
+    assert attrs.flags == ("1" if debug else "0")
+
+    otel_spans, py_zipkin_spans = theirs.otel_spans(), theirs.py_zipkin_spans()
+    if not sampled:
+        # Both follow our "no": neither records anything.
+        assert otel_spans == []
+        assert py_zipkin_spans == []
+        return
+    # As Zipkin puts them together: OpenTelemetry's server span is a child of ours (it never
+    # shares ids); py_zipkin's shares our span's id.
+    (otel_server,) = otel_spans
+    (py_zipkin_server,) = py_zipkin_spans
+    TraceTree([ours, otel_server, py_zipkin_server], outside=[PARENT])
+    assert (otel_server["kind"], otel_server["parentId"]) == ("SERVER", span_id)
+    assert_joined(ours, py_zipkin_server)
+
+
+async def test_opentelemetry_single_format_reads_our_single_header(
+    tracer: Tracer, recorder: SpanRecorder
+) -> None:
+    """OpenTelemetry's B3SingleFormat (a distinct class with the same extraction) too."""
+    config = aiozipkin_client.make_trace_config(tracer, b3_format=B3Format.SINGLE)
+    received: list[otel_trace.SpanContext] = []
+
+    async def read(request: web.Request) -> web.Response:
+        context = B3SingleFormat().extract(request.headers)
+        received.append(otel_trace.get_current_span(context).get_span_context())
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_get("/", read)
+    async with (
+        start_app(app) as url,
+        aiohttp.ClientSession(trace_configs=[config]) as session,
+        session.get(url) as response,
+    ):
+        assert response.status == 200
+    span = recorder.take_one()
+    (otel,) = received
+    assert (format(otel.trace_id, "032x"), format(otel.span_id, "016x")) == (
+        span["traceId"],
+        span["id"],
+    )
+    assert otel.trace_flags.sampled
+
+
+# -- they call us: OpenTelemetry and py_zipkin callers ------------------------------------------
+
+
+@pytest.mark.parametrize("propagator", [B3MultiFormat, B3SingleFormat], ids=["multi", "single"])
+async def test_opentelemetry_caller_is_joined_by_our_server(
+    tracer: Tracer,
+    recorder: SpanRecorder,
+    backend: Backend,
+    propagator: type[B3MultiFormat],
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ALWAYS_ON)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    caller = provider.get_tracer("otel-caller")
+    async with our_service(tracer, backend.url / "ok") as ours:
+        with caller.start_as_current_span("call", kind=otel_trace.SpanKind.CLIENT):
+            headers: dict[str, str] = {}
+            propagator().inject(headers)
+            assert await plain_get(ours / "call", headers) == "called:200"
+        await recorder.wait_for(2)
+    provider.shutdown()
+
+    # OpenTelemetry's own spans, as its Zipkin exporter writes them (the service name is the
+    # provider's resource's, which the exporter would copy in the same way).
+    endpoint = NodeEndpoint()
+    endpoint.service_name = "otel-caller"
+    finished: Any = exporter.get_finished_spans()  # ReadableSpans, which is what it encodes
+    theirs = json.loads(JsonV2Encoder().serialize(finished, endpoint))
+    expect_our_service_joined(recorder.take(2), theirs, backend.take_one())
+
+
+@pytest.mark.parametrize("propagator", [B3MultiFormat, B3SingleFormat], ids=["multi", "single"])
+async def test_opentelemetry_unsampled_caller_is_carried_on_unsampled(
+    tracer: Tracer,
+    recorder: SpanRecorder,
+    backend: Backend,
+    propagator: type[B3MultiFormat],
+) -> None:
+    provider = TracerProvider(sampler=ALWAYS_OFF)
+    caller = provider.get_tracer("otel-caller")
+    async with our_service(tracer, backend.url / "ok") as ours:
+        with caller.start_as_current_span("call") as span:
+            headers: dict[str, str] = {}
+            propagator().inject(headers)
+            assert await plain_get(ours / "call", headers) == "called:200"
+    context = span.get_span_context()
+    assert not context.trace_flags.sampled
+    # The tracer samples everything: only the caller's "no" keeps our spans out.
+    recorder.expect_none()
+    expect_unsampled_call(
+        backend.take_one(), format(context.trace_id, "032x"), format(context.span_id, "016x")
+    )
+
+
+@pytest.mark.parametrize("sampled", [True, False], ids=["sampled", "unsampled"])
+async def test_py_zipkin_caller_is_joined_by_our_server(
+    tracer: Tracer, recorder: SpanRecorder, backend: Backend, sampled: bool
+) -> None:
+    transport = _Collected()
+    async with our_service(tracer, backend.url / "ok") as ours:
+        with zipkin_client_span(
+            service_name="py-zipkin-caller",
+            span_name="call",
+            transport_handler=transport,
+            sample_rate=100.0 if sampled else 0.0,
+            use_128bit_trace_id=True,
+        ):
+            # As py_zipkin's users send them: it writes None for a root's parent, and always
+            # "X-B3-Flags: 0", which is not debug.
+            headers = {name: value for name, value in create_http_headers().items() if value}
+            assert headers["X-B3-Flags"] == "0"
+            assert await plain_get(ours / "call", headers) == "called:200"
+        if sampled:
+            await recorder.wait_for(2)
+
+    received = backend.take_one()
+    if not sampled:
+        assert transport.payloads == []
+        recorder.expect_none()
+        expect_unsampled_call(received, headers["X-B3-TraceId"], headers["X-B3-SpanId"])
+        return
+    (payload,) = transport.payloads
+    theirs = json.loads(payload)
+    assert theirs[0]["id"] == headers["X-B3-SpanId"]
+    expect_our_service_joined(recorder.take(2), theirs, received)
+
+
+# -- zipkin-js, in Node.js ----------------------------------------------------------------------
+
+
+@dataclass
+class JsPeer:
+    """``peer.js server``: zipkin-js's HttpServer instrumentation on a port of 127.0.0.1."""
+
+    url: URL
+
+    async def spans(self) -> list[dict[str, Any]]:
+        async with aiohttp.ClientSession() as session, session.get(self.url / "spans") as response:
+            spans: list[dict[str, Any]] = await response.json()
+            return spans
+
+
+@pytest.fixture
+async def js_server() -> AsyncIterator[JsPeer]:
+    assert NODE is not None
+    process = await asyncio.create_subprocess_exec(
+        NODE,
+        str(PEER_DIR / "peer.js"),
+        "server",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert process.stdin is not None
+    assert process.stdout is not None
+    try:
+        line = await asyncio.wait_for(process.stdout.readline(), PEER_TIMEOUT)
+        port = json.loads(line)["port"]
+        yield JsPeer(URL.build(scheme="http", host="127.0.0.1", port=port))
+    finally:
+        # Closing its stdin ends it; a peer that does not end in time is killed.
+        process.stdin.close()
+        try:
+            await asyncio.wait_for(process.wait(), PEER_TIMEOUT)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+async def js_client(url: URL, sampled: str, debug: str, bits: str) -> dict[str, Any]:
+    """``peer.js client``: one GET of ``url`` through zipkin-js's HttpClient instrumentation."""
+    assert NODE is not None
+    process = await asyncio.create_subprocess_exec(
+        NODE,
+        str(PEER_DIR / "peer.js"),
+        "client",
+        str(url),
+        sampled,
+        debug,
+        bits,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), PEER_TIMEOUT)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    assert process.returncode == 0, err.decode()
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+@needs_zipkin_js
+@pytest.mark.parametrize("b3_format", list(B3Format), ids=lambda f: f.name.lower())
+@pytest.mark.parametrize("decision", list(DECISIONS))
+async def test_zipkin_js_server_joins_our_client_span(
+    tracer: Tracer,
+    recorder: SpanRecorder,
+    js_server: JsPeer,
+    b3_format: B3Format,
+    decision: str,
+) -> None:
+    sampled, debug = DECISIONS[decision]
+    parent = TraceContext(TRACE, None, PARENT, sampled, debug, False)
+    config = aiozipkin_client.make_trace_config(tracer, b3_format=b3_format)
+    async with aiohttp.ClientSession(trace_configs=[config]) as session:
+        with aiozipkin_client.use_span(parent):
+            async with session.get(js_server.url / "joined") as response:
+                answer = await response.json()
+    joined = answer["id"]
+    theirs = await js_server.spans()
+
+    if b3_format is B3Format.SINGLE:
+        # zipkin-js 0.22 reads only the multi headers: it starts a trace of its own. This is
+        # what B3Format.BOTH is for.
+        assert set(answer["headers"]) == {"b3"}
+        assert joined["traceId"] != TRACE
+        if sampled:
+            recorder.take_one()
+        return
+
+    if not sampled:
+        recorder.expect_none()
+        assert theirs == []
+        assert joined["traceId"] == TRACE
+        assert joined["parentSpanId"] == PARENT
+        assert joined["sampled"] is False
+        assert joined["debug"] is False
+        return
+
+    ours = recorder.take_one()
+    assert (joined["traceId"], joined["spanId"], joined["parentSpanId"]) == (
+        TRACE,
+        ours["id"],
+        PARENT,
+    )
+    assert joined["sampled"] is True
+    assert joined["debug"] is debug
+    (their_server,) = theirs
+    assert their_server.get("debug", False) is debug
+    tree = TraceTree([ours, their_server], outside=[PARENT])
+    assert_joined(tree.one("app", "CLIENT"), tree.one("zipkin-js-server", "SERVER"))
+
+
+@needs_zipkin_js
+@pytest.mark.parametrize("bits", ["64", "128"])
+@pytest.mark.parametrize("decision", list(DECISIONS))
+async def test_zipkin_js_caller_is_joined_by_our_server(
+    tracer: Tracer, recorder: SpanRecorder, backend: Backend, bits: str, decision: str
+) -> None:
+    sampled, debug = DECISIONS[decision]
+    async with our_service(tracer, backend.url / "ok") as ours:
+        result = await js_client(
+            ours / "call", "1" if sampled else "0", "1" if debug else "0", bits
+        )
+        if sampled:
+            await recorder.wait_for(2)
+    assert (result["status"], result["body"]) == (200, "called:200")
+    root, sent = result["root"], result["headers"]
+    # zipkin-js makes 64-bit trace ids unless told otherwise: they must go on as they came.
+    assert len(root["traceId"]) == int(bits) // 4
+    if debug:
+        # zipkin-js sends both for debug: the flag and "sampled".
+        assert (sent["X-B3-Flags"], sent["X-B3-Sampled"]) == ("1", "1")
+    received = backend.take_one()
+    if not sampled:
+        recorder.expect_none()
+        assert result["spans"] == []
+        expect_unsampled_call(received, root["traceId"], sent["X-B3-SpanId"])
+        return
+    expect_our_service_joined(
+        recorder.take(2), result["spans"], received, outside=(root["spanId"],), debug=debug
+    )
+
+
+async def test_the_tracers_own_sampler_is_not_what_joins_them() -> None:
+    """The callers above are joined because of their headers, not because the tracer samples
+    everything: with a tracer that samples nothing, an OpenTelemetry caller's "yes" is still
+    recorded, because the caller decided."""
+    recorder = SpanRecorder()
+    tracer = aiozipkin.Tracer(recorder, Sampler(sample_rate=0.0), aiozipkin.create_endpoint("app"))
+    backend = Backend()
+    provider = TracerProvider(sampler=ALWAYS_ON)
+    async with (
+        start_app(backend.app()) as backend_url,
+        our_service(tracer, backend_url / "ok") as ours,
+    ):
+        with provider.get_tracer("otel-caller").start_as_current_span("call"):
+            headers: dict[str, str] = {}
+            B3MultiFormat().inject(headers)
+            assert await plain_get(ours / "call", headers) == "called:200"
+        await recorder.wait_for(2)
+    provider.shutdown()
+    spans = recorder.take(2)
+    assert {span["kind"] for span in spans} == {"SERVER", "CLIENT"}
+    recorder.verify(tracer)
