@@ -69,28 +69,23 @@ example: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m examples.demo $(DEMO_ARGS)
 
-# Benchmark-only dependencies (OpenTelemetry) go into the same venv, once.
-BENCH_STAMP := $(VENV)/.bench-installed
-
-$(BENCH_STAMP): $(STAMP) requirements-bench.txt
-	$(BIN)/python -m pip install --quiet -r requirements-bench.txt
-	touch $(BENCH_STAMP)
-
-bench: $(BENCH_STAMP)
+# The benchmark's other tracers (OpenTelemetry) are pinned in requirements-dev.txt: the tests
+# use them too.
+bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
-bench-memory: $(BENCH_STAMP)
+bench-memory: $(STAMP)
 	$(BIN)/python -m bench --memory-only $(BENCH_ARGS)
 
-bench-replay: $(BENCH_STAMP)
+bench-replay: $(STAMP)
 	$(BIN)/python -m bench.replay $(BENCH_ARGS)
 
 # Needs valgrind on the PATH (not a Python package: apt install valgrind).
-bench-instructions: $(BENCH_STAMP)
+bench-instructions: $(STAMP)
 	$(BIN)/python -m bench.replay --instructions $(BENCH_ARGS)
 
 # Also needs valgrind: the client process of make bench's requests, counted (bench/whole.py).
-bench-whole: $(BENCH_STAMP)
+bench-whole: $(STAMP)
 	$(BIN)/python -m bench.whole $(BENCH_ARGS)
 
 # Mutation testing (mutmut) goes into the same venv, once; too slow for .ci/run.

@@ -12,11 +12,19 @@ first of our configs in ``session.trace_configs`` looks at the receivers of all 
 session's configs are fixed when it is created, so one look per session is enough; later
 requests cost one weak-reference comparison with :attr:`DuplicateCheck.last`, made by
 ``on_request_start`` itself (no receiver of its own for aiohttp to await on every request).
+
+The same look finds OpenTelemetry's aiohttp client instrumentation (its receivers live in
+``opentelemetry.instrumentation.aiohttp_client``, added by ``create_trace_config`` or by
+``AioHttpClientInstrumentor().instrument()``). Its spans go elsewhere, which may be what the
+user wants; but when OpenTelemetry's propagator writes B3 headers too, the config that runs
+later overwrites the other's, and the services called join only one of the two traces. That
+is warned about, naming the one they join.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import weakref
 
 import aiohttp
@@ -55,16 +63,24 @@ class DuplicateCheck:
         self._seen.add(session)
         ours: list[DuplicateCheck] = []
         theirs = 0
-        for config in session.trace_configs:
+        # The position in session.trace_configs of our last config and OpenTelemetry's last:
+        # aiohttp runs the configs in that order, so the later one writes its headers last.
+        our_last = otel_last = -1
+        for position, config in enumerate(session.trace_configs):
             for receiver in config.on_request_start:
                 owner = getattr(receiver, "__self__", None)
                 check = getattr(owner, "duplicate_check", None)
                 if isinstance(check, DuplicateCheck):
                     ours.append(check)
+                    our_last = position
                 elif isinstance(owner, ZipkinClientSignals):
                     theirs += 1
+                elif _is_opentelemetry(receiver):
+                    otel_last = position
         if not ours or ours[0] is not self:
             return  # the first of our configs speaks for the session, so it is said once
+        if otel_last >= 0:
+            _warn_if_both_write_b3(otel_last > our_last)
         if len(ours) > 1:
             found = f"{len(ours)} aiozipkin_client trace configs"
             if theirs:
@@ -84,3 +100,48 @@ class DuplicateCheck:
             len(ours) + theirs,
             flags,
         )
+
+
+#: Where OpenTelemetry's aiohttp client instrumentation defines its signal receivers.
+_OTEL_MODULE = "opentelemetry.instrumentation.aiohttp_client"
+
+
+def _is_opentelemetry(receiver: object) -> bool:
+    module = getattr(receiver, "__module__", None)
+    return isinstance(module, str) and (
+        module == _OTEL_MODULE or module.startswith(_OTEL_MODULE + ".")
+    )
+
+
+def _otel_b3_fields() -> list[str]:
+    """The B3 headers OpenTelemetry's global propagator writes (none if it is not loaded)."""
+    propagate = sys.modules.get("opentelemetry.propagate")
+    if propagate is None:
+        return []
+    fields: set[str] = propagate.get_global_textmap().fields
+    return sorted(
+        name for name in fields if name.lower() == "b3" or name.lower().startswith("x-b3-")
+    )
+
+
+def _warn_if_both_write_b3(otel_runs_later: bool) -> None:
+    fields = _otel_b3_fields()
+    if not fields:
+        return  # its own headers (W3C traceparent by default) do not touch ours
+    if otel_runs_later:
+        outcome = (
+            "OpenTelemetry's runs later and overwrites ours, so the services called join"
+            " OpenTelemetry's trace and our CLIENT spans have no children"
+        )
+    else:
+        outcome = (
+            "ours runs later and replaces OpenTelemetry's, so the services called join our"
+            " trace and OpenTelemetry's CLIENT spans have no children"
+        )
+    log.warning(
+        "this ClientSession also has OpenTelemetry's aiohttp client instrumentation, whose"
+        " propagator writes B3 headers too (%s): %s. Trace the session with one of them, or"
+        " give OpenTelemetry a propagator without B3.",
+        ", ".join(fields),
+        outcome,
+    )

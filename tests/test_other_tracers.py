@@ -1,4 +1,5 @@
-"""Other tracers on the other side of the wire: OpenTelemetry, py_zipkin and zipkin-js.
+"""Other tracers on the other side of the wire (OpenTelemetry, py_zipkin and zipkin-js), and
+OpenTelemetry's aiohttp instrumentation on the same session.
 
 Each is used as its own users use it: OpenTelemetry's B3 propagators with its SDK (and its own
 Zipkin JSON v2 encoder for its spans), py_zipkin's header helpers and ``zipkin_client_span``
@@ -20,8 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,9 +36,14 @@ from aiohttp import web
 from aiozipkin.helpers import TraceContext
 from aiozipkin.sampler import Sampler
 from aiozipkin.tracer import Tracer
+from opentelemetry import propagate
 from opentelemetry import trace as otel_trace
 from opentelemetry.exporter.zipkin.json.v2 import JsonV2Encoder
 from opentelemetry.exporter.zipkin.node_endpoint import NodeEndpoint
+from opentelemetry.instrumentation.aiohttp_client import (
+    AioHttpClientInstrumentor,
+    create_trace_config,
+)
 from opentelemetry.propagators.b3 import B3MultiFormat, B3SingleFormat
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -589,3 +596,117 @@ async def test_the_tracers_own_sampler_is_not_what_joins_them() -> None:
     spans = recorder.take(2)
     assert {span["kind"] for span in spans} == {"SERVER", "CLIENT"}
     recorder.verify(tracer)
+
+
+# -- OpenTelemetry's aiohttp client instrumentation on the same session -------------------------
+
+B3_CONFLICT = (
+    "this ClientSession also has OpenTelemetry's aiohttp client instrumentation, whose"
+    " propagator writes B3 headers too (x-b3-sampled, x-b3-spanid, x-b3-traceid): {outcome}."
+    " Trace the session with one of them, or give OpenTelemetry a propagator without B3."
+)
+OTEL_WINS = (
+    "OpenTelemetry's runs later and overwrites ours, so the services called join"
+    " OpenTelemetry's trace and our CLIENT spans have no children"
+)
+OURS_WIN = (
+    "ours runs later and replaces OpenTelemetry's, so the services called join our trace and"
+    " OpenTelemetry's CLIENT spans have no children"
+)
+
+
+@pytest.fixture
+def b3_everywhere() -> Iterator[None]:
+    """OpenTelemetry's global propagator set to B3 (as its users do for Zipkin), then back."""
+    before = propagate.get_global_textmap()
+    propagate.set_global_textmap(B3MultiFormat())
+    yield
+    propagate.set_global_textmap(before)
+
+
+def b3_conflicts(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "aiozipkin_client" and "OpenTelemetry" in record.getMessage()
+    ]
+
+
+@pytest.mark.usefixtures("b3_everywhere")
+@pytest.mark.parametrize("otel_last", [True, False], ids=["otel-last", "ours-last"])
+async def test_opentelemetry_writing_b3_on_the_same_session_is_warned_about(
+    tracer: Tracer,
+    recorder: SpanRecorder,
+    backend: Backend,
+    caplog: pytest.LogCaptureFixture,
+    otel_last: bool,
+) -> None:
+    provider = TracerProvider()
+    otel = create_trace_config(tracer_provider=provider)
+    ours = aiozipkin_client.make_trace_config(tracer)
+    configs = [ours, otel] if otel_last else [otel, ours]
+    with caplog.at_level(logging.WARNING, "aiozipkin_client"):
+        async with aiohttp.ClientSession(trace_configs=configs) as session:
+            for _ in range(3):
+                async with session.get(backend.url / "ok") as response:
+                    assert await response.text() == "ok"
+    provider.shutdown()
+
+    # Once per session, naming the trace the services called join.
+    assert b3_conflicts(caplog) == [
+        B3_CONFLICT.format(outcome=OTEL_WINS if otel_last else OURS_WIN)
+    ]
+    # And that is what happened: the server got the later config's span ids.
+    ours_ids = {span["id"] for span in recorder.take(3)}
+    sent_ids = {received.b3()["x-b3-spanid"] for received in backend.received}
+    assert len(sent_ids) == 3
+    if otel_last:
+        assert sent_ids.isdisjoint(ours_ids)
+    else:
+        assert sent_ids == ours_ids
+
+
+@pytest.mark.usefixtures("b3_everywhere")
+async def test_opentelemetry_instrumenting_every_session_is_found_too(
+    tracer: Tracer, recorder: SpanRecorder, backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``AioHttpClientInstrumentor().instrument()`` adds its config to every new session,
+    after the session's own."""
+    instrumentor = AioHttpClientInstrumentor()
+    instrumentor.instrument()
+    try:
+        with caplog.at_level(logging.WARNING, "aiozipkin_client"):
+            async with aiohttp.ClientSession(
+                trace_configs=[aiozipkin_client.make_trace_config(tracer)]
+            ) as session:
+                assert len(session.trace_configs) == 2
+                async with session.get(backend.url / "ok") as response:
+                    assert response.status == 200
+    finally:
+        instrumentor.uninstrument()
+    assert b3_conflicts(caplog) == [B3_CONFLICT.format(outcome=OTEL_WINS)]
+    recorder.take_one()
+
+
+async def test_opentelemetry_with_its_own_headers_is_left_alone(
+    tracer: Tracer, recorder: SpanRecorder, backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With its default propagator (W3C ``traceparent``) OpenTelemetry does not touch our
+    headers: both traces go on, and nothing is said."""
+    provider = TracerProvider()
+    configs = [
+        aiozipkin_client.make_trace_config(tracer),
+        create_trace_config(tracer_provider=provider),
+    ]
+    with caplog.at_level(logging.DEBUG, "aiozipkin_client"):
+        async with (
+            aiohttp.ClientSession(trace_configs=configs) as session,
+            session.get(backend.url / "ok") as response,
+        ):
+            assert response.status == 200
+    provider.shutdown()
+    assert [record.getMessage() for record in caplog.records] == []
+    ours = recorder.take_one()
+    received = backend.take_one()
+    assert received.b3()["x-b3-spanid"] == ours["id"]
+    assert received.headers["traceparent"].startswith("00-")
