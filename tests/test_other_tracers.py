@@ -2,19 +2,25 @@
 OpenTelemetry's aiohttp instrumentation on the same session.
 
 Each is used as its own users use it: OpenTelemetry's B3 propagators with its SDK (and its own
-Zipkin JSON v2 encoder for its spans), py_zipkin's header helpers and ``zipkin_client_span``
-(its own v2 JSON for its spans), and zipkin-js's HTTP client and server instrumentation run in
-Node.js (``tests/interop/zipkin_js/peer.js``, its spans written by zipkin-js's own v2 JSON
-encoder). Both directions are tried:
+Zipkin JSON v2 encoder for its spans), py_zipkin's header helpers, ``zipkin_client_span`` and
+``zipkin_server_span`` (its own v2 JSON for its spans), and zipkin-js's HTTP client and server
+instrumentation run in Node.js (``tests/interop/zipkin_js/peer.js``, its spans written by
+zipkin-js's own v2 JSON encoder). Both directions are tried:
 
 * we call them: what their extraction makes of the headers our client sends, for each B3
-  format and each sampling state;
+  format (both halves of ``BOTH``), each sampling state and both trace id widths, and the
+  server spans they record under it;
 * they call us: our server middleware joins their trace, and the call our handler makes next
-  carries it on.
+  carries it on. Our tracer's own sampler always says the opposite of the caller, so a
+  decision that does not arrive shows.
 
 Where both sides report spans, they are put together as Zipkin would and must make one tree:
-the caller's CLIENT span and the callee's SERVER span share an id (B3's shared span), every
-parent is in the trace, and the sampling state arrives as it was sent.
+the caller's CLIENT span and the callee's SERVER span share an id (B3's shared span), or the
+callee's is its child (OpenTelemetry never shares), every parent is in the trace, and the
+sampling state arrives as it was sent.
+
+``REQUIRE_ZIPKIN_JS=1`` (set by ``.ci/run``) turns a missing Node.js or zipkin-js into an error
+instead of skipped tests.
 """
 
 from __future__ import annotations
@@ -22,8 +28,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +43,7 @@ from aiohttp import web
 from aiozipkin.helpers import TraceContext
 from aiozipkin.sampler import Sampler
 from aiozipkin.tracer import Tracer
+from multidict import CIMultiDict
 from opentelemetry import propagate
 from opentelemetry import trace as otel_trace
 from opentelemetry.exporter.zipkin.json.v2 import JsonV2Encoder
@@ -59,9 +67,10 @@ from aiozipkin_client import B3Format
 from tests.kit.mesh import TraceTree, assert_joined
 from tests.kit.recorder import SpanRecorder
 from tests.kit.schema import validate_spans
-from tests.kit.servers import Backend, start_app
+from tests.kit.servers import Backend, Received, start_app
 
-TRACE = "463ac35c9f6413ad48485a3953bb6124"
+#: The parent our client continues, with a 128-bit and a 64-bit trace id.
+TRACES = {"128": "463ac35c9f6413ad48485a3953bb6124", "64": "48485a3953bb6124"}
 PARENT = "a2fb4a1d1a96d312"
 
 #: The sampling state of the parent our client continues, as a TraceContext holds it.
@@ -71,13 +80,19 @@ DECISIONS = {
     "debug": (True, True),
 }
 
+#: py_zipkin's spans, without it looking up this machine's name.
+PY_ZIPKIN_HOST = "127.0.0.1"
+
 PEER_DIR = Path(__file__).parent / "interop" / "zipkin_js"
 NODE = shutil.which("node")
-needs_zipkin_js = pytest.mark.skipif(
-    NODE is None or not (PEER_DIR / "node_modules" / "zipkin").is_dir(),
-    reason="zipkin-js interop needs Node.js and `npm ci` in tests/interop/zipkin_js"
-    " (make test runs it when npm is installed)",
+ZIPKIN_JS_MISSING = (
+    "zipkin-js interop needs Node.js and `npm ci` in tests/interop/zipkin_js"
+    " (make test runs it when npm is installed)"
 )
+_zipkin_js_ready = NODE is not None and (PEER_DIR / "node_modules" / "zipkin").is_dir()
+if not _zipkin_js_ready and os.environ.get("REQUIRE_ZIPKIN_JS") == "1":
+    raise RuntimeError(f"REQUIRE_ZIPKIN_JS=1: {ZIPKIN_JS_MISSING}")
+needs_zipkin_js = pytest.mark.skipif(not _zipkin_js_ready, reason=ZIPKIN_JS_MISSING)
 #: Bounds every wait on the Node.js process.
 PEER_TIMEOUT = 20.0
 
@@ -96,6 +111,36 @@ def b3_of(headers: Any) -> dict[str, str]:
         for name, value in headers.items()
         if name.lower() == "b3" or name.lower().startswith("x-b3-")
     }
+
+
+def zipkin_trace_id(trace_id: str) -> str:
+    """A trace id as Zipkin stores it: a 128-bit id whose upper half is zero is the 64-bit id
+    (OpenTelemetry writes a 64-bit trace id it continued that way)."""
+    if len(trace_id) == 32 and trace_id.startswith("0" * 16):
+        return trace_id[16:]
+    return trace_id
+
+
+def as_zipkin_stores(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**span, "traceId": zipkin_trace_id(span["traceId"])} for span in spans]
+
+
+@pytest.fixture
+def tracer_sampling(recorder: SpanRecorder) -> Iterator[Callable[[bool], Tracer]]:
+    """Tracers for our service whose own sampler says yes to everything, or no."""
+    made: list[Tracer] = []
+
+    def make(sample: bool) -> Tracer:
+        rate = 1.0 if sample else 0.0
+        made.append(
+            aiozipkin.Tracer(recorder, Sampler(sample_rate=rate), aiozipkin.create_endpoint("app"))
+        )
+        return made[-1]
+
+    yield make
+    recorder.verify()
+    for tracer in made:
+        recorder.verify(tracer)
 
 
 @asynccontextmanager
@@ -125,23 +170,31 @@ async def plain_get(url: URL, headers: dict[str, str]) -> str:
 def expect_our_service_joined(
     recorder_spans: list[dict[str, Any]],
     caller_spans: list[dict[str, Any]],
-    received: Any,
+    received: Received,
     *,
     outside: tuple[str, ...] = (),
     debug: bool = False,
+    parent_sent: bool = True,
 ) -> None:
     """Their CLIENT span, our SERVER span sharing its id, our CLIENT span under it, and the
-    headers our call carried: one trace, as Zipkin would put it together."""
+    headers our call carried: one trace, as Zipkin would put it together.
+
+    ``parent_sent=False``: the caller sent no parent span id (OpenTelemetry never does), so our
+    SERVER span has none; Zipkin fills it in from the CLIENT half when it merges the trace.
+    """
     validate_spans(recorder_spans)
     tree = TraceTree(recorder_spans + caller_spans, outside=outside)
-    (their_client,) = caller_spans
+    their_client = next(span for span in caller_spans if span.get("kind") == "CLIENT")
     our_server = tree.one("app", "SERVER")
     our_client = tree.one("app", "CLIENT")
-    assert_joined(their_client, our_server)
+    if parent_sent:
+        assert_joined(their_client, our_server)
+    else:
+        assert "parentId" not in our_server
+        assert_joined({**their_client, "parentId": None}, {**our_server, "parentId": None})
     assert our_client["parentId"] == our_server["id"]
     for span in recorder_spans:
         assert span.get("debug", False) is debug, span
-    b3 = b3_of(received.headers)
     expected = {
         "x-b3-traceid": tree.trace_id,
         "x-b3-spanid": our_client["id"],
@@ -149,13 +202,15 @@ def expect_our_service_joined(
     }
     # Debug implies sampled: the spec says not to send X-B3-Sampled then.
     expected.update({"x-b3-flags": "1"} if debug else {"x-b3-sampled": "1"})
-    assert b3 == expected
+    assert received.b3() == expected
 
 
-def expect_unsampled_call(received: Any, trace_id: str, caller_span: str) -> None:
+def expect_unsampled_call(received: Received, trace_id: str, caller_span: str) -> None:
     """Not sampled: no span, but our call carried the caller's trace on, with a deny."""
-    b3 = b3_of(received.headers)
-    assert b3.pop("x-b3-spanid") not in (caller_span, "")
+    b3 = received.b3()
+    span_id = b3.pop("x-b3-spanid")
+    assert is_span_id(span_id)
+    assert span_id != caller_span
     assert b3 == {
         "x-b3-traceid": trace_id,
         "x-b3-parentspanid": caller_span,
@@ -175,17 +230,40 @@ class _Collected(BaseTransportHandler):
     def send(self, payload: bytes | str) -> None:
         self.payloads.append(payload)
 
+    def spans(self) -> list[dict[str, Any]]:
+        return [span for payload in self.payloads for span in json.loads(payload)]
+
 
 # -- we call them: what their extraction makes of our headers -----------------------------------
 
 
 @dataclass
 class Extracted:
-    """What OpenTelemetry's and py_zipkin's extraction read from one request."""
+    """What OpenTelemetry's and py_zipkin's extraction read from one set of headers."""
+
+    otel: otel_trace.SpanContext
+    #: ZipkinAttrs; the decision must not depend on py_zipkin's own sample rate.
+    py_zipkin: Any
+
+
+def extract(headers: Any) -> Extracted:
+    context = B3MultiFormat().extract(headers)
+    # py_zipkin tosses a coin at its sample rate when no decision arrived: read at 0% and at
+    # 100%, a decision that arrived gives the same attributes both times.
+    never = extract_zipkin_attrs_from_headers(headers, sample_rate=0.0)
+    always = extract_zipkin_attrs_from_headers(headers, sample_rate=100.0)
+    assert never == always, f"no decision arrived in {b3_of(headers)}"
+    return Extracted(otel_trace.get_current_span(context).get_span_context(), always)
+
+
+@dataclass
+class Arrival:
+    """One request at their server: its B3 headers, read whole and (for ``BOTH``) without
+    the single header, so that the ``X-B3-*`` half is read too."""
 
     b3: dict[str, str]
-    otel: otel_trace.SpanContext
-    py_zipkin: Any
+    whole: Extracted
+    multi_only: Extracted | None
 
 
 @dataclass
@@ -195,7 +273,7 @@ class TheirServers:
     SERVER span under them (OpenTelemetry with its default ParentBased sampler)."""
 
     url: URL
-    seen: list[Extracted]
+    arrivals: list[Arrival]
     otel: InMemorySpanExporter
     py_zipkin: _Collected
 
@@ -208,13 +286,10 @@ class TheirServers:
         spans: list[dict[str, Any]] = json.loads(JsonV2Encoder().serialize(finished, endpoint))
         return spans
 
-    def py_zipkin_spans(self) -> list[dict[str, Any]]:
-        return [span for payload in self.py_zipkin.payloads for span in json.loads(payload)]
-
 
 @asynccontextmanager
 async def their_servers() -> AsyncIterator[TheirServers]:
-    seen: list[Extracted] = []
+    arrivals: list[Arrival] = []
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -223,15 +298,13 @@ async def their_servers() -> AsyncIterator[TheirServers]:
 
     async def read(request: web.Request) -> web.Response:
         headers = request.headers
+        b3 = b3_of(headers)
+        multi_only = None
+        if "b3" in b3 and len(b3) > 1:
+            multi_only = extract(CIMultiDict((k, v) for k, v in headers.items() if k != "b3"))
+        whole = extract(headers)
+        arrivals.append(Arrival(b3, whole, multi_only))
         context = B3MultiFormat().extract(headers)
-        # sample_rate=50.0: a request without a decision would get a coin toss, so a lost
-        # decision shows as a flaky test rather than passing by chance.
-        attrs = extract_zipkin_attrs_from_headers(headers, sample_rate=50.0)  # type: ignore[arg-type]
-        seen.append(
-            Extracted(
-                b3_of(headers), otel_trace.get_current_span(context).get_span_context(), attrs
-            )
-        )
         with otel_tracer.start_as_current_span(
             "read", context=context, kind=otel_trace.SpanKind.SERVER
         ):
@@ -239,8 +312,9 @@ async def their_servers() -> AsyncIterator[TheirServers]:
         with zipkin_server_span(
             service_name="py-zipkin-server",
             span_name="read",
-            zipkin_attrs=attrs,
+            zipkin_attrs=whole.py_zipkin,
             transport_handler=transport,
+            host=PY_ZIPKIN_HOST,
         ):
             pass
         return web.Response(text="read")
@@ -248,17 +322,38 @@ async def their_servers() -> AsyncIterator[TheirServers]:
     app = web.Application()
     app.router.add_get("/read", read)
     async with start_app(app) as url:
-        yield TheirServers(url / "read", seen, exporter, transport)
+        yield TheirServers(url / "read", arrivals, exporter, transport)
     provider.shutdown()
 
 
+def expect_read(
+    extracted: Extracted, trace_id: str, span_id: str, sampled: bool, debug: bool
+) -> None:
+    """What OpenTelemetry and py_zipkin must read from our headers."""
+    otel = extracted.otel
+    assert otel.is_valid
+    assert otel.is_remote
+    # OpenTelemetry keeps trace ids as 128-bit numbers: a 64-bit one is its lower half.
+    assert format(otel.trace_id, "032x") == trace_id.rjust(32, "0")
+    assert format(otel.span_id, "016x") == span_id
+    # It has no debug: debug arrives as sampled.
+    assert otel.trace_flags.sampled is sampled
+    attrs = extracted.py_zipkin
+    assert attrs is not None
+    assert (attrs.trace_id, attrs.span_id, attrs.parent_span_id) == (trace_id, span_id, PARENT)
+    assert attrs.is_sampled is sampled
+    assert attrs.flags == ("1" if debug else "0")
+
+
+@pytest.mark.parametrize("bits", list(TRACES))
 @pytest.mark.parametrize("b3_format", list(B3Format), ids=lambda f: f.name.lower())
 @pytest.mark.parametrize("decision", list(DECISIONS))
 async def test_opentelemetry_and_py_zipkin_servers_join_our_client_span(
-    tracer: Tracer, recorder: SpanRecorder, b3_format: B3Format, decision: str
+    tracer: Tracer, recorder: SpanRecorder, b3_format: B3Format, decision: str, bits: str
 ) -> None:
     sampled, debug = DECISIONS[decision]
-    parent = TraceContext(TRACE, None, PARENT, sampled, debug, False)
+    trace_id = TRACES[bits]
+    parent = TraceContext(trace_id, None, PARENT, sampled, debug, False)
     config = aiozipkin_client.make_trace_config(tracer, b3_format=b3_format)
     async with (
         their_servers() as theirs,
@@ -268,34 +363,25 @@ async def test_opentelemetry_and_py_zipkin_servers_join_our_client_span(
             async with session.get(theirs.url) as response:
                 assert response.status == 200
 
-    (extracted,) = theirs.seen
+    (arrival,) = theirs.arrivals
     if sampled:
         ours = recorder.take_one()
-        assert ours["parentId"] == PARENT
+        assert (ours["traceId"], ours["parentId"]) == (trace_id, PARENT)
         assert ours.get("debug", False) is debug
         span_id = ours["id"]
     else:
         recorder.expect_none()
-        span_id = (extracted.b3.get("x-b3-spanid") or extracted.b3["b3"].split("-")[1]).lower()
+        span_id = arrival.b3.get("x-b3-spanid") or arrival.b3["b3"].split("-")[1]
     assert is_span_id(span_id)
     assert span_id != PARENT
 
-    # OpenTelemetry (it reads the single header first, and the multi headers without it).
-    otel = extracted.otel
-    assert otel.is_valid
-    assert otel.is_remote
-    assert format(otel.trace_id, "032x") == TRACE
-    assert format(otel.span_id, "016x") == span_id
-    assert otel.trace_flags.sampled is sampled
+    # Both read the single header first, then the multi headers: for BOTH, each half alone.
+    expect_read(arrival.whole, trace_id, span_id, sampled, debug)
+    assert (arrival.multi_only is not None) is (b3_format is B3Format.BOTH)
+    if arrival.multi_only is not None:
+        expect_read(arrival.multi_only, trace_id, span_id, sampled, debug)
 
-    # py_zipkin: the same ids, the parent, the decision, and debug as its flag.
-    attrs = extracted.py_zipkin
-    assert attrs is not None
-    assert (attrs.trace_id, attrs.span_id, attrs.parent_span_id) == (TRACE, span_id, PARENT)
-    assert attrs.is_sampled is sampled
-    assert attrs.flags == ("1" if debug else "0")
-
-    otel_spans, py_zipkin_spans = theirs.otel_spans(), theirs.py_zipkin_spans()
+    otel_spans, py_zipkin_spans = theirs.otel_spans(), theirs.py_zipkin.spans()
     if not sampled:
         # Both follow our "no": neither records anything.
         assert otel_spans == []
@@ -305,88 +391,74 @@ async def test_opentelemetry_and_py_zipkin_servers_join_our_client_span(
     # shares ids); py_zipkin's shares our span's id.
     (otel_server,) = otel_spans
     (py_zipkin_server,) = py_zipkin_spans
-    TraceTree([ours, otel_server, py_zipkin_server], outside=[PARENT])
+    TraceTree(as_zipkin_stores([ours, otel_server, py_zipkin_server]), outside=[PARENT])
     assert (otel_server["kind"], otel_server["parentId"]) == ("SERVER", span_id)
     assert_joined(ours, py_zipkin_server)
-
-
-async def test_opentelemetry_single_format_reads_our_single_header(
-    tracer: Tracer, recorder: SpanRecorder
-) -> None:
-    """OpenTelemetry's B3SingleFormat (a distinct class with the same extraction) too."""
-    config = aiozipkin_client.make_trace_config(tracer, b3_format=B3Format.SINGLE)
-    received: list[otel_trace.SpanContext] = []
-
-    async def read(request: web.Request) -> web.Response:
-        context = B3SingleFormat().extract(request.headers)
-        received.append(otel_trace.get_current_span(context).get_span_context())
-        return web.Response()
-
-    app = web.Application()
-    app.router.add_get("/", read)
-    async with (
-        start_app(app) as url,
-        aiohttp.ClientSession(trace_configs=[config]) as session,
-        session.get(url) as response,
-    ):
-        assert response.status == 200
-    span = recorder.take_one()
-    (otel,) = received
-    assert (format(otel.trace_id, "032x"), format(otel.span_id, "016x")) == (
-        span["traceId"],
-        span["id"],
-    )
-    assert otel.trace_flags.sampled
 
 
 # -- they call us: OpenTelemetry and py_zipkin callers ------------------------------------------
 
 
+@pytest.mark.parametrize("caller_parent", [False, True], ids=["root", "under-a-server-span"])
 @pytest.mark.parametrize("propagator", [B3MultiFormat, B3SingleFormat], ids=["multi", "single"])
 async def test_opentelemetry_caller_is_joined_by_our_server(
-    tracer: Tracer,
+    tracer_sampling: Callable[[bool], Tracer],
     recorder: SpanRecorder,
     backend: Backend,
     propagator: type[B3MultiFormat],
+    caller_parent: bool,
 ) -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider(sampler=ALWAYS_ON)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     caller = provider.get_tracer("otel-caller")
-    async with our_service(tracer, backend.url / "ok") as ours:
+
+    async def call(ours: URL) -> None:
         with caller.start_as_current_span("call", kind=otel_trace.SpanKind.CLIENT):
             headers: dict[str, str] = {}
             propagator().inject(headers)
             assert await plain_get(ours / "call", headers) == "called:200"
+
+    # Our tracer would sample nothing: only the caller's "yes" can make our spans.
+    async with our_service(tracer_sampling(False), backend.url / "ok") as ours:
+        if caller_parent:
+            # The usual shape: a service traced by OpenTelemetry calls us while serving.
+            with caller.start_as_current_span("serve", kind=otel_trace.SpanKind.SERVER):
+                await call(ours)
+        else:
+            await call(ours)
         await recorder.wait_for(2)
     provider.shutdown()
 
-    # OpenTelemetry's own spans, as its Zipkin exporter writes them (the service name is the
-    # provider's resource's, which the exporter would copy in the same way).
+    # OpenTelemetry's own spans, as its Zipkin exporter writes them.
     endpoint = NodeEndpoint()
     endpoint.service_name = "otel-caller"
     finished: Any = exporter.get_finished_spans()  # ReadableSpans, which is what it encodes
     theirs = json.loads(JsonV2Encoder().serialize(finished, endpoint))
-    expect_our_service_joined(recorder.take(2), theirs, backend.take_one())
+    assert len(theirs) == (2 if caller_parent else 1)
+    # It sends no parent span id, ever: with a parent, our SERVER span cannot name it.
+    expect_our_service_joined(
+        recorder.take(2), theirs, backend.take_one(), parent_sent=not caller_parent
+    )
 
 
 @pytest.mark.parametrize("propagator", [B3MultiFormat, B3SingleFormat], ids=["multi", "single"])
 async def test_opentelemetry_unsampled_caller_is_carried_on_unsampled(
-    tracer: Tracer,
+    tracer_sampling: Callable[[bool], Tracer],
     recorder: SpanRecorder,
     backend: Backend,
     propagator: type[B3MultiFormat],
 ) -> None:
     provider = TracerProvider(sampler=ALWAYS_OFF)
     caller = provider.get_tracer("otel-caller")
-    async with our_service(tracer, backend.url / "ok") as ours:
+    # Our tracer would sample everything: only the caller's "no" keeps our spans out.
+    async with our_service(tracer_sampling(True), backend.url / "ok") as ours:
         with caller.start_as_current_span("call") as span:
             headers: dict[str, str] = {}
             propagator().inject(headers)
             assert await plain_get(ours / "call", headers) == "called:200"
     context = span.get_span_context()
     assert not context.trace_flags.sampled
-    # The tracer samples everything: only the caller's "no" keeps our spans out.
     recorder.expect_none()
     expect_unsampled_call(
         backend.take_one(), format(context.trace_id, "032x"), format(context.span_id, "016x")
@@ -395,19 +467,24 @@ async def test_opentelemetry_unsampled_caller_is_carried_on_unsampled(
 
 @pytest.mark.parametrize("sampled", [True, False], ids=["sampled", "unsampled"])
 async def test_py_zipkin_caller_is_joined_by_our_server(
-    tracer: Tracer, recorder: SpanRecorder, backend: Backend, sampled: bool
+    tracer_sampling: Callable[[bool], Tracer],
+    recorder: SpanRecorder,
+    backend: Backend,
+    sampled: bool,
 ) -> None:
     transport = _Collected()
-    async with our_service(tracer, backend.url / "ok") as ours:
+    # Our tracer's own sampler says the opposite of the caller.
+    async with our_service(tracer_sampling(not sampled), backend.url / "ok") as ours:
         with zipkin_client_span(
             service_name="py-zipkin-caller",
             span_name="call",
             transport_handler=transport,
             sample_rate=100.0 if sampled else 0.0,
             use_128bit_trace_id=True,
+            host=PY_ZIPKIN_HOST,
         ):
             # As py_zipkin's users send them: it writes None for a root's parent, and always
-            # "X-B3-Flags: 0", which is not debug.
+            # "X-B3-Flags: 0", which is not debug (it cannot propagate debug).
             headers = {name: value for name, value in create_http_headers().items() if value}
             assert headers["X-B3-Flags"] == "0"
             assert await plain_get(ours / "call", headers) == "called:200"
@@ -420,9 +497,8 @@ async def test_py_zipkin_caller_is_joined_by_our_server(
         recorder.expect_none()
         expect_unsampled_call(received, headers["X-B3-TraceId"], headers["X-B3-SpanId"])
         return
-    (payload,) = transport.payloads
-    theirs = json.loads(payload)
-    assert theirs[0]["id"] == headers["X-B3-SpanId"]
+    theirs = transport.spans()
+    assert [span["id"] for span in theirs] == [headers["X-B3-SpanId"]]
     expect_our_service_joined(recorder.take(2), theirs, received)
 
 
@@ -441,6 +517,13 @@ class JsPeer:
             return spans
 
 
+async def _end(process: asyncio.subprocess.Process) -> None:
+    """Kill ``process`` unless it has ended, and reap it."""
+    if process.returncode is None:
+        process.kill()
+    await process.wait()
+
+
 @pytest.fixture
 async def js_server() -> AsyncIterator[JsPeer]:
     assert NODE is not None
@@ -450,24 +533,26 @@ async def js_server() -> AsyncIterator[JsPeer]:
         "server",
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     assert process.stdin is not None
     assert process.stdout is not None
     try:
         line = await asyncio.wait_for(process.stdout.readline(), PEER_TIMEOUT)
+        if not line:
+            assert process.stderr is not None
+            error = await asyncio.wait_for(process.stderr.read(), PEER_TIMEOUT)
+            pytest.fail(f"peer.js server ended before listening: {error.decode()}")
         port = json.loads(line)["port"]
         yield JsPeer(URL.build(scheme="http", host="127.0.0.1", port=port))
-    finally:
-        # Closing its stdin ends it; a peer that does not end in time is killed.
+        # Closing its stdin ends it.
         process.stdin.close()
-        try:
-            await asyncio.wait_for(process.wait(), PEER_TIMEOUT)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
+        await asyncio.wait_for(process.wait(), PEER_TIMEOUT)
+    finally:
+        await _end(process)
 
 
-async def js_client(url: URL, sampled: str, debug: str, bits: str) -> dict[str, Any]:
+async def js_client(url: URL, sampled: bool, debug: bool, bits: str) -> dict[str, Any]:
     """``peer.js client``: one GET of ``url`` through zipkin-js's HttpClient instrumentation."""
     assert NODE is not None
     process = await asyncio.create_subprocess_exec(
@@ -475,18 +560,16 @@ async def js_client(url: URL, sampled: str, debug: str, bits: str) -> dict[str, 
         str(PEER_DIR / "peer.js"),
         "client",
         str(url),
-        sampled,
-        debug,
+        "1" if sampled else "0",
+        "1" if debug else "0",
         bits,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     try:
         out, err = await asyncio.wait_for(process.communicate(), PEER_TIMEOUT)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
+    finally:
+        await _end(process)
     assert process.returncode == 0, err.decode()
     result: dict[str, Any] = json.loads(out)
     return result
@@ -503,7 +586,8 @@ async def test_zipkin_js_server_joins_our_client_span(
     decision: str,
 ) -> None:
     sampled, debug = DECISIONS[decision]
-    parent = TraceContext(TRACE, None, PARENT, sampled, debug, False)
+    trace_id = TRACES["128"]
+    parent = TraceContext(trace_id, None, PARENT, sampled, debug, False)
     config = aiozipkin_client.make_trace_config(tracer, b3_format=b3_format)
     async with aiohttp.ClientSession(trace_configs=[config]) as session:
         with aiozipkin_client.use_span(parent):
@@ -516,7 +600,7 @@ async def test_zipkin_js_server_joins_our_client_span(
         # zipkin-js 0.22 reads only the multi headers: it starts a trace of its own. This is
         # what B3Format.BOTH is for.
         assert set(answer["headers"]) == {"b3"}
-        assert joined["traceId"] != TRACE
+        assert joined["traceId"] != trace_id
         if sampled:
             recorder.take_one()
         return
@@ -524,15 +608,16 @@ async def test_zipkin_js_server_joins_our_client_span(
     if not sampled:
         recorder.expect_none()
         assert theirs == []
-        assert joined["traceId"] == TRACE
-        assert joined["parentSpanId"] == PARENT
+        assert (joined["traceId"], joined["parentSpanId"]) == (trace_id, PARENT)
+        assert is_span_id(joined["spanId"])
+        assert joined["spanId"] != PARENT
         assert joined["sampled"] is False
         assert joined["debug"] is False
         return
 
     ours = recorder.take_one()
     assert (joined["traceId"], joined["spanId"], joined["parentSpanId"]) == (
-        TRACE,
+        trace_id,
         ours["id"],
         PARENT,
     )
@@ -545,16 +630,19 @@ async def test_zipkin_js_server_joins_our_client_span(
 
 
 @needs_zipkin_js
-@pytest.mark.parametrize("bits", ["64", "128"])
+@pytest.mark.parametrize("bits", list(TRACES))
 @pytest.mark.parametrize("decision", list(DECISIONS))
 async def test_zipkin_js_caller_is_joined_by_our_server(
-    tracer: Tracer, recorder: SpanRecorder, backend: Backend, bits: str, decision: str
+    tracer_sampling: Callable[[bool], Tracer],
+    recorder: SpanRecorder,
+    backend: Backend,
+    bits: str,
+    decision: str,
 ) -> None:
     sampled, debug = DECISIONS[decision]
-    async with our_service(tracer, backend.url / "ok") as ours:
-        result = await js_client(
-            ours / "call", "1" if sampled else "0", "1" if debug else "0", bits
-        )
+    # Our tracer's own sampler says the opposite of the caller.
+    async with our_service(tracer_sampling(not sampled), backend.url / "ok") as ours:
+        result = await js_client(ours / "call", sampled, debug, bits)
         if sampled:
             await recorder.wait_for(2)
     assert (result["status"], result["body"]) == (200, "called:200")
@@ -573,29 +661,6 @@ async def test_zipkin_js_caller_is_joined_by_our_server(
     expect_our_service_joined(
         recorder.take(2), result["spans"], received, outside=(root["spanId"],), debug=debug
     )
-
-
-async def test_the_tracers_own_sampler_is_not_what_joins_them() -> None:
-    """The callers above are joined because of their headers, not because the tracer samples
-    everything: with a tracer that samples nothing, an OpenTelemetry caller's "yes" is still
-    recorded, because the caller decided."""
-    recorder = SpanRecorder()
-    tracer = aiozipkin.Tracer(recorder, Sampler(sample_rate=0.0), aiozipkin.create_endpoint("app"))
-    backend = Backend()
-    provider = TracerProvider(sampler=ALWAYS_ON)
-    async with (
-        start_app(backend.app()) as backend_url,
-        our_service(tracer, backend_url / "ok") as ours,
-    ):
-        with provider.get_tracer("otel-caller").start_as_current_span("call"):
-            headers: dict[str, str] = {}
-            B3MultiFormat().inject(headers)
-            assert await plain_get(ours / "call", headers) == "called:200"
-        await recorder.wait_for(2)
-    provider.shutdown()
-    spans = recorder.take(2)
-    assert {span["kind"] for span in spans} == {"SERVER", "CLIENT"}
-    recorder.verify(tracer)
 
 
 # -- OpenTelemetry's aiohttp client instrumentation on the same session -------------------------

@@ -10,9 +10,9 @@
 //       Zipkin v2 JSON encoder writes them (and forgets them).
 //
 //   node peer.js client URL SAMPLED DEBUG BITS
-//     Makes a root trace id (SAMPLED "1", "0" or "-" for no decision; DEBUG "1" or "0";
-//     BITS 64 or 128), sends GET URL as a child of it through zipkin-js's
-//     HttpClientInstrumentation, and prints {"root", "headers", "status", "body", "spans"}.
+//     Makes a root trace id (SAMPLED "1" or "0"; DEBUG "1" or "0"; BITS 64 or 128), sends
+//     GET URL as a child of it through zipkin-js's HttpClientInstrumentation, and prints
+//     {"root", "headers", "status", "body", "spans"}.
 
 const http = require('http');
 const {
@@ -113,8 +113,7 @@ async function call(url, sampled, debug, bits) {
   const spans = [];
   const tracer = tracerFor('zipkin-js-client', spans, bits === '128');
   const client = new Instrumentation.HttpClient({tracer});
-  const decision = sampled === '-' ? option.None : new option.Some(sampled === '1');
-  const root = tracer.createRootId(decision, debug === '1');
+  const root = tracer.createRootId(new option.Some(sampled === '1'), debug === '1');
   let id = null;
   let request = null;
   tracer.letId(root, () => {
