@@ -53,10 +53,13 @@ from opentelemetry.instrumentation.aiohttp_client import (
     create_trace_config,
 )
 from opentelemetry.propagators.b3 import B3MultiFormat, B3SingleFormat
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from py_zipkin.request_helpers import create_http_headers, extract_zipkin_attrs_from_headers
 from py_zipkin.transport import BaseTransportHandler
 from py_zipkin.zipkin import zipkin_client_span, zipkin_server_span
@@ -398,14 +401,26 @@ async def test_opentelemetry_and_py_zipkin_servers_join_our_client_span(
 
 # -- they call us: OpenTelemetry and py_zipkin callers ------------------------------------------
 
+#: How OpenTelemetry's users propagate to B3 services: ``OTEL_PROPAGATORS=b3multi``, ``b3``, or
+#: ``tracecontext,b3multi`` to keep W3C ``traceparent`` for other OpenTelemetry services too.
+CALLER_PROPAGATORS: dict[str, Callable[[], TextMapPropagator]] = {
+    "multi": B3MultiFormat,
+    "single": B3SingleFormat,
+    "tracecontext+multi": lambda: CompositePropagator(
+        [TraceContextTextMapPropagator(), B3MultiFormat()]
+    ),
+}
+
 
 @pytest.mark.parametrize("caller_parent", [False, True], ids=["root", "under-a-server-span"])
-@pytest.mark.parametrize("propagator", [B3MultiFormat, B3SingleFormat], ids=["multi", "single"])
+@pytest.mark.parametrize(
+    "propagator", list(CALLER_PROPAGATORS.values()), ids=list(CALLER_PROPAGATORS)
+)
 async def test_opentelemetry_caller_is_joined_by_our_server(
     tracer_sampling: Callable[[bool], Tracer],
     recorder: SpanRecorder,
     backend: Backend,
-    propagator: type[B3MultiFormat],
+    propagator: Callable[[], TextMapPropagator],
     caller_parent: bool,
 ) -> None:
     exporter = InMemorySpanExporter()
@@ -442,12 +457,14 @@ async def test_opentelemetry_caller_is_joined_by_our_server(
     )
 
 
-@pytest.mark.parametrize("propagator", [B3MultiFormat, B3SingleFormat], ids=["multi", "single"])
+@pytest.mark.parametrize(
+    "propagator", list(CALLER_PROPAGATORS.values()), ids=list(CALLER_PROPAGATORS)
+)
 async def test_opentelemetry_unsampled_caller_is_carried_on_unsampled(
     tracer_sampling: Callable[[bool], Tracer],
     recorder: SpanRecorder,
     backend: Backend,
-    propagator: type[B3MultiFormat],
+    propagator: Callable[[], TextMapPropagator],
 ) -> None:
     provider = TracerProvider(sampler=ALWAYS_OFF)
     caller = provider.get_tracer("otel-caller")
