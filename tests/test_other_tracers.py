@@ -221,6 +221,16 @@ def expect_unsampled_call(received: Received, trace_id: str, caller_span: str) -
     }
 
 
+def as_zipkin_json(exporter: InMemorySpanExporter, service: str) -> list[dict[str, Any]]:
+    """OpenTelemetry's finished spans, as its Zipkin exporter writes them (the service name is
+    the provider's resource's, which the exporter copies in the same way)."""
+    endpoint = NodeEndpoint()
+    endpoint.service_name = service
+    finished: Any = exporter.get_finished_spans()  # ReadableSpans, which it encodes
+    spans: list[dict[str, Any]] = json.loads(JsonV2Encoder().serialize(finished, endpoint))
+    return spans
+
+
 class _Collected(BaseTransportHandler):
     """py_zipkin's transport: keeps what it would post."""
 
@@ -281,13 +291,7 @@ class TheirServers:
     py_zipkin: _Collected
 
     def otel_spans(self) -> list[dict[str, Any]]:
-        """OpenTelemetry's spans, as its Zipkin exporter writes them (the service name is the
-        provider's resource's, which the exporter copies in the same way)."""
-        endpoint = NodeEndpoint()
-        endpoint.service_name = "otel-server"
-        finished: Any = self.otel.get_finished_spans()  # ReadableSpans, which it encodes
-        spans: list[dict[str, Any]] = json.loads(JsonV2Encoder().serialize(finished, endpoint))
-        return spans
+        return as_zipkin_json(self.otel, "otel-server")
 
 
 @asynccontextmanager
@@ -410,12 +414,13 @@ CALLER_PROPAGATORS: dict[str, Callable[[], TextMapPropagator]] = {
         [TraceContextTextMapPropagator(), B3MultiFormat()]
     ),
 }
+with_caller_propagators = pytest.mark.parametrize(
+    "propagator", list(CALLER_PROPAGATORS.values()), ids=list(CALLER_PROPAGATORS)
+)
 
 
 @pytest.mark.parametrize("caller_parent", [False, True], ids=["root", "under-a-server-span"])
-@pytest.mark.parametrize(
-    "propagator", list(CALLER_PROPAGATORS.values()), ids=list(CALLER_PROPAGATORS)
-)
+@with_caller_propagators
 async def test_opentelemetry_caller_is_joined_by_our_server(
     tracer_sampling: Callable[[bool], Tracer],
     recorder: SpanRecorder,
@@ -445,11 +450,7 @@ async def test_opentelemetry_caller_is_joined_by_our_server(
         await recorder.wait_for(2)
     provider.shutdown()
 
-    # OpenTelemetry's own spans, as its Zipkin exporter writes them.
-    endpoint = NodeEndpoint()
-    endpoint.service_name = "otel-caller"
-    finished: Any = exporter.get_finished_spans()  # ReadableSpans, which is what it encodes
-    theirs = json.loads(JsonV2Encoder().serialize(finished, endpoint))
+    theirs = as_zipkin_json(exporter, "otel-caller")
     assert len(theirs) == (2 if caller_parent else 1)
     # It sends no parent span id, ever: with a parent, our SERVER span cannot name it.
     expect_our_service_joined(
@@ -457,9 +458,7 @@ async def test_opentelemetry_caller_is_joined_by_our_server(
     )
 
 
-@pytest.mark.parametrize(
-    "propagator", list(CALLER_PROPAGATORS.values()), ids=list(CALLER_PROPAGATORS)
-)
+@with_caller_propagators
 async def test_opentelemetry_unsampled_caller_is_carried_on_unsampled(
     tracer_sampling: Callable[[bool], Tracer],
     recorder: SpanRecorder,
