@@ -401,6 +401,10 @@ async def test_opentelemetry_and_py_zipkin_servers_join_our_client_span(
     TraceTree(as_zipkin_stores([ours, otel_server, py_zipkin_server]), outside=[PARENT])
     assert (otel_server["kind"], otel_server["parentId"]) == ("SERVER", span_id)
     assert_joined(ours, py_zipkin_server)
+    # Debug, in their spans, is not what arrived (README says so): OpenTelemetry's Zipkin
+    # exporter writes "debug": true on every sampled span; py_zipkin's spans have no debug.
+    assert otel_server.get("debug") is True
+    assert "debug" not in py_zipkin_server
 
 
 # -- they call us: OpenTelemetry and py_zipkin callers ------------------------------------------
