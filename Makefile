@@ -28,16 +28,17 @@ $(STAMP): pyproject.toml setup.py requirements-dev.txt
 
 install: $(STAMP)
 
-# zipkin-js for tests/test_other_tracers.py, pinned by its package-lock.json. Without npm the
+# zipkin-js and OpenTelemetry JS for tests/test_other_tracers.py, pinned by the package-lock.json
+# of tests/interop/node. Without npm the
 # tests that need it are skipped, and say so.
-JS_PEER := tests/interop/zipkin_js
+JS_PEER := tests/interop/node
 JS_STAMP := $(JS_PEER)/node_modules/.installed
 
 $(JS_STAMP): $(JS_PEER)/package.json $(JS_PEER)/package-lock.json
 	@if command -v npm >/dev/null 2>&1; then \
 		cd $(JS_PEER) && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
 	else \
-		echo "npm not found: the zipkin-js tests of tests/test_other_tracers.py will be skipped"; \
+		echo "npm not found: the Node.js tests of tests/test_other_tracers.py will be skipped"; \
 	fi
 
 lint: $(STAMP)

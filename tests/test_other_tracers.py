@@ -1,11 +1,12 @@
-"""Other tracers on the other side of the wire (OpenTelemetry, py_zipkin and zipkin-js), and
-OpenTelemetry's aiohttp instrumentation on the same session.
+"""Other tracers on the other side of the wire (OpenTelemetry Python and JS, py_zipkin and
+zipkin-js), and OpenTelemetry's aiohttp instrumentation on the same session.
 
 Each is used as its own users use it: OpenTelemetry's B3 propagators with its SDK (and its own
 Zipkin JSON v2 encoder for its spans), py_zipkin's header helpers, ``zipkin_client_span`` and
-``zipkin_server_span`` (its own v2 JSON for its spans), and zipkin-js's HTTP client and server
-instrumentation run in Node.js (``tests/interop/zipkin_js/peer.js``, its spans written by
-zipkin-js's own v2 JSON encoder). Both directions are tried:
+``zipkin_server_span`` (its own v2 JSON for its spans), and in Node.js
+(``tests/interop/node/peer.js``) zipkin-js's HTTP client and server instrumentation (its spans
+written by zipkin-js's own v2 JSON encoder) and OpenTelemetry JS's B3 propagator with its SDK,
+as a service between two of ours. Both directions are tried:
 
 * we call them: what their extraction makes of the headers our client sends, for each B3
   format (both halves of ``BOTH``), each sampling state and both trace id widths, and the
@@ -19,8 +20,8 @@ the caller's CLIENT span and the callee's SERVER span share an id (B3's shared s
 callee's is its child (OpenTelemetry never shares), every parent is in the trace, and the
 sampling state arrives as it was sent.
 
-``REQUIRE_ZIPKIN_JS=1`` (set by ``.ci/run``) turns a missing Node.js or zipkin-js into an error
-instead of skipped tests.
+``REQUIRE_NODE_PEERS=1`` (set by ``.ci/run``) turns a missing Node.js or Node package into an
+error instead of skipped tests.
 """
 
 from __future__ import annotations
@@ -86,16 +87,19 @@ DECISIONS = {
 #: py_zipkin's spans, without it looking up this machine's name.
 PY_ZIPKIN_HOST = "127.0.0.1"
 
-PEER_DIR = Path(__file__).parent / "interop" / "zipkin_js"
+PEER_DIR = Path(__file__).parent / "interop" / "node"
 NODE = shutil.which("node")
-ZIPKIN_JS_MISSING = (
-    "zipkin-js interop needs Node.js and `npm ci` in tests/interop/zipkin_js"
+NODE_PEERS_MISSING = (
+    "the zipkin-js and OpenTelemetry JS tests need Node.js and `npm ci` in tests/interop/node"
     " (make test runs it when npm is installed)"
 )
-_zipkin_js_ready = NODE is not None and (PEER_DIR / "node_modules" / "zipkin").is_dir()
-if not _zipkin_js_ready and os.environ.get("REQUIRE_ZIPKIN_JS") == "1":
-    raise RuntimeError(f"REQUIRE_ZIPKIN_JS=1: {ZIPKIN_JS_MISSING}")
-needs_zipkin_js = pytest.mark.skipif(not _zipkin_js_ready, reason=ZIPKIN_JS_MISSING)
+_node_peers_ready = NODE is not None and all(
+    (PEER_DIR / "node_modules" / package).is_dir()
+    for package in ("zipkin", "@opentelemetry/propagator-b3", "@opentelemetry/sdk-trace-base")
+)
+if not _node_peers_ready and os.environ.get("REQUIRE_NODE_PEERS") == "1":
+    raise RuntimeError(f"REQUIRE_NODE_PEERS=1: {NODE_PEERS_MISSING}")
+needs_node = pytest.mark.skipif(not _node_peers_ready, reason=NODE_PEERS_MISSING)
 #: Bounds every wait on the Node.js process.
 PEER_TIMEOUT = 20.0
 
@@ -544,13 +548,14 @@ async def _end(process: asyncio.subprocess.Process) -> None:
     await process.wait()
 
 
-@pytest.fixture
-async def js_server() -> AsyncIterator[JsPeer]:
+@asynccontextmanager
+async def node_server(mode: str) -> AsyncIterator[URL]:
+    """``peer.js MODE``, serving 127.0.0.1 until the block ends; yields its base URL."""
     assert NODE is not None
     process = await asyncio.create_subprocess_exec(
         NODE,
         str(PEER_DIR / "peer.js"),
-        "server",
+        mode,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -562,14 +567,20 @@ async def js_server() -> AsyncIterator[JsPeer]:
         if not line:
             assert process.stderr is not None
             error = await asyncio.wait_for(process.stderr.read(), PEER_TIMEOUT)
-            pytest.fail(f"peer.js server ended before listening: {error.decode()}")
+            pytest.fail(f"peer.js {mode} ended before listening: {error.decode()}")
         port = json.loads(line)["port"]
-        yield JsPeer(URL.build(scheme="http", host="127.0.0.1", port=port))
+        yield URL.build(scheme="http", host="127.0.0.1", port=port)
         # Closing its stdin ends it.
         process.stdin.close()
         await asyncio.wait_for(process.wait(), PEER_TIMEOUT)
     finally:
         await _end(process)
+
+
+@pytest.fixture
+async def js_server() -> AsyncIterator[JsPeer]:
+    async with node_server("server") as url:
+        yield JsPeer(url)
 
 
 async def js_client(url: URL, sampled: bool, debug: bool, bits: str) -> dict[str, Any]:
@@ -595,7 +606,7 @@ async def js_client(url: URL, sampled: bool, debug: bool, bits: str) -> dict[str
     return result
 
 
-@needs_zipkin_js
+@needs_node
 @pytest.mark.parametrize("b3_format", list(B3Format), ids=lambda f: f.name.lower())
 @pytest.mark.parametrize("decision", list(DECISIONS))
 async def test_zipkin_js_server_joins_our_client_span(
@@ -649,7 +660,7 @@ async def test_zipkin_js_server_joins_our_client_span(
     assert_joined(tree.one("app", "CLIENT"), tree.one("zipkin-js-server", "SERVER"))
 
 
-@needs_zipkin_js
+@needs_node
 @pytest.mark.parametrize("bits", list(TRACES))
 @pytest.mark.parametrize("decision", list(DECISIONS))
 async def test_zipkin_js_caller_is_joined_by_our_server(
@@ -681,6 +692,85 @@ async def test_zipkin_js_caller_is_joined_by_our_server(
     expect_our_service_joined(
         recorder.take(2), result["spans"], received, outside=(root["spanId"],), debug=debug
     )
+
+
+# -- OpenTelemetry JS, in Node.js, between two of our services ------------------------------------
+
+
+async def answer_ok(request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+@needs_node
+@pytest.mark.parametrize("inject", ["single", "multi"])
+@pytest.mark.parametrize("b3_format", list(B3Format), ids=lambda f: f.name.lower())
+@pytest.mark.parametrize("decision", list(DECISIONS))
+async def test_opentelemetry_js_between_our_services(
+    tracer_sampling: Callable[[bool], Tracer],
+    recorder: SpanRecorder,
+    b3_format: B3Format,
+    decision: str,
+    inject: str,
+) -> None:
+    """Our client calls a service traced by OpenTelemetry JS, which calls our server while
+    serving (``peer.js otel-relay``): one trace through all three, the decision kept, and
+    debug kept where OpenTelemetry JS keeps it."""
+    sampled, debug = DECISIONS[decision]
+    # Our tracer's own sampler says the opposite of the decision that travels.
+    tracer = tracer_sampling(not sampled)
+    app = web.Application()
+    aiozipkin_client.setup(app, tracer)
+    app.router.add_get("/ok", answer_ok)
+    config = aiozipkin_client.make_trace_config(tracer, b3_format=b3_format)
+    parent = TraceContext(TRACES["128"], None, PARENT, sampled, debug, False)
+    async with (
+        start_app(app) as ours,
+        node_server("otel-relay") as relay,
+        aiohttp.ClientSession(trace_configs=[config]) as session,
+    ):
+        url = (relay / "relay").with_query(inject=inject, to=str(ours / "ok"))
+        with aiozipkin_client.use_span(parent):
+            async with session.get(url) as response:
+                answer = await response.json()
+        if sampled:
+            await recorder.wait_for(2)
+    assert answer["status"] == 200, answer
+    sent = b3_of(answer["sent"])
+    if not sampled:
+        # It records nothing and passes the "no" on, in the trace our client started.
+        assert answer["spans"] == []
+        recorder.expect_none()
+        if inject == "single":
+            assert sent["b3"].startswith(TRACES["128"] + "-")
+            assert sent["b3"].endswith("-0")
+        else:
+            assert (sent["x-b3-traceid"], sent["x-b3-sampled"]) == (TRACES["128"], "0")
+        return
+
+    relay_server, relay_client = (
+        next(span for span in answer["spans"] if span["name"] == name) for name in ("relay", "call")
+    )
+    assert relay_client["parentSpanId"] == relay_server["spanId"]
+    for span in (relay_server, relay_client):
+        assert span["traceId"] == TRACES["128"]
+        assert span["sampled"] is True
+
+    # It reads the single header when there is one, and keeps debug only when it writes the
+    # same format as it read: "d" read from b3 is not written as X-B3-Flags, nor the other way.
+    read_single = b3_format is not B3Format.MULTI
+    kept_debug = debug and read_single is (inject == "single")
+    spans = recorder.take(2)
+    validate_spans(spans)
+    our_client = next(span for span in spans if span["kind"] == "CLIENT")
+    our_server = next(span for span in spans if span["kind"] == "SERVER")
+    assert our_client["parentId"] == PARENT
+    assert our_client.get("debug", False) is debug
+    assert relay_server["parentSpanId"] == our_client["id"]
+    # Our server joined its CLIENT span: same trace, shared id. It sends no parent span id.
+    assert (our_server["traceId"], our_server["id"]) == (TRACES["128"], relay_client["spanId"])
+    assert our_server["shared"] is True
+    assert "parentId" not in our_server
+    assert our_server.get("debug", False) is kept_debug
 
 
 # -- OpenTelemetry's aiohttp client instrumentation on the same session -------------------------
