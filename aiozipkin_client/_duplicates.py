@@ -130,13 +130,13 @@ def _warn_if_both_write_b3(otel_runs_later: bool) -> None:
         return  # its own headers (W3C traceparent by default) do not touch ours
     if otel_runs_later:
         outcome = (
-            "OpenTelemetry's runs later and overwrites ours, so the services called join"
-            " OpenTelemetry's trace and our CLIENT spans have no children"
+            "OpenTelemetry's runs later and overwrites ours, so on every request it records the"
+            " services called join OpenTelemetry's trace and our CLIENT spans have no children"
         )
     else:
         outcome = (
-            "ours runs later and replaces OpenTelemetry's, so the services called join our"
-            " trace and OpenTelemetry's CLIENT spans have no children"
+            "ours runs later and replaces OpenTelemetry's, so on every request it records the"
+            " services called join our trace and OpenTelemetry's CLIENT spans have no children"
         )
     log.warning(
         "this ClientSession also has OpenTelemetry's aiohttp client instrumentation, whose"

@@ -781,12 +781,12 @@ B3_CONFLICT = (
     " Trace the session with one of them, or give OpenTelemetry a propagator without B3."
 )
 OTEL_WINS = (
-    "OpenTelemetry's runs later and overwrites ours, so the services called join"
-    " OpenTelemetry's trace and our CLIENT spans have no children"
+    "OpenTelemetry's runs later and overwrites ours, so on every request it records the"
+    " services called join OpenTelemetry's trace and our CLIENT spans have no children"
 )
 OURS_WIN = (
-    "ours runs later and replaces OpenTelemetry's, so the services called join our trace and"
-    " OpenTelemetry's CLIENT spans have no children"
+    "ours runs later and replaces OpenTelemetry's, so on every request it records the"
+    " services called join our trace and OpenTelemetry's CLIENT spans have no children"
 )
 
 
