@@ -29,8 +29,7 @@ $(STAMP): pyproject.toml setup.py requirements-dev.txt
 install: $(STAMP)
 
 # zipkin-js and OpenTelemetry JS for tests/test_other_tracers.py, pinned by the package-lock.json
-# of tests/interop/node. Without npm the
-# tests that need it are skipped, and say so.
+# of tests/interop/node. Without npm the tests that need them are skipped, and say so.
 JS_PEER := tests/interop/node
 JS_STAMP := $(JS_PEER)/node_modules/.installed
 
