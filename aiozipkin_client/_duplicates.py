@@ -30,6 +30,8 @@ import weakref
 import aiohttp
 from aiozipkin.aiohttp_helpers import ZipkinClientSignals
 
+from .propagation import B3_HEADERS
+
 __all__ = ("DuplicateCheck",)
 
 log = logging.getLogger("aiozipkin_client")
@@ -104,6 +106,8 @@ class DuplicateCheck:
 
 #: Where OpenTelemetry's aiohttp client instrumentation defines its signal receivers.
 _OTEL_MODULE = "opentelemetry.instrumentation.aiohttp_client"
+#: The headers ours write, as a propagator's ``fields`` may spell them.
+_B3_NAMES = frozenset(name.lower() for name in B3_HEADERS)
 
 
 def _is_opentelemetry(receiver: object) -> bool:
@@ -119,9 +123,7 @@ def _otel_b3_fields() -> list[str]:
     if propagate is None:
         return []
     fields: set[str] = propagate.get_global_textmap().fields
-    return sorted(
-        name for name in fields if name.lower() == "b3" or name.lower().startswith("x-b3-")
-    )
+    return sorted(name for name in fields if name.lower() in _B3_NAMES)
 
 
 def _warn_if_both_write_b3(otel_runs_later: bool) -> None:

@@ -71,7 +71,7 @@ from aiozipkin_client import B3Format
 from tests.kit.mesh import TraceTree, assert_joined
 from tests.kit.recorder import SpanRecorder
 from tests.kit.schema import validate_spans
-from tests.kit.servers import Backend, Received, start_app
+from tests.kit.servers import Backend, Received, b3_headers, start_app
 
 #: The parent our client continues, with a 128-bit and a 64-bit trace id.
 TRACES = {"128": "463ac35c9f6413ad48485a3953bb6124", "64": "48485a3953bb6124"}
@@ -109,15 +109,6 @@ PEER_TIMEOUT = 20.0
 
 def is_span_id(value: object) -> bool:
     return isinstance(value, str) and len(value) == 16 and int(value, 16) != 0
-
-
-def b3_of(headers: Any) -> dict[str, str]:
-    """The B3 headers among ``headers``, by lowercase name."""
-    return {
-        name.lower(): value
-        for name, value in headers.items()
-        if name.lower() == "b3" or name.lower().startswith("x-b3-")
-    }
 
 
 def zipkin_trace_id(trace_id: str) -> str:
@@ -269,7 +260,7 @@ def extract(headers: Any) -> Extracted:
     # 100%, a decision that arrived gives the same attributes both times.
     never = extract_zipkin_attrs_from_headers(headers, sample_rate=0.0)
     always = extract_zipkin_attrs_from_headers(headers, sample_rate=100.0)
-    assert never == always, f"no decision arrived in {b3_of(headers)}"
+    assert never == always, f"no decision arrived in {b3_headers(headers)}"
     return Extracted(otel_trace.get_current_span(context).get_span_context(), always)
 
 
@@ -309,7 +300,7 @@ async def their_servers() -> AsyncIterator[TheirServers]:
 
     async def read(request: web.Request) -> web.Response:
         headers = request.headers
-        b3 = b3_of(headers)
+        b3 = b3_headers(headers)
         multi_only = None
         if "b3" in b3 and len(b3) > 1:
             multi_only = extract(CIMultiDict((k, v) for k, v in headers.items() if k != "b3"))
@@ -735,7 +726,7 @@ async def test_opentelemetry_js_between_our_services(
         if sampled:
             await recorder.wait_for(2)
     assert answer["status"] == 200, answer
-    sent = b3_of(answer["sent"])
+    sent = b3_headers(answer["sent"])
     if not sampled:
         # It records nothing and passes the "no" on, in the trace our client started.
         assert answer["spans"] == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 
@@ -13,7 +13,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-__all__ = ("Backend", "LoopbackResolver", "Received", "refused_url", "start_app")
+__all__ = ("Backend", "LoopbackResolver", "Received", "b3_headers", "refused_url", "start_app")
 
 
 @dataclass(frozen=True)
@@ -30,13 +30,21 @@ class Received:
 
     def b3(self) -> dict[str, str]:
         """The B3 headers that arrived, by lowercase name; repeated headers fail the test."""
-        found: dict[str, str] = {}
-        for name, value in self.headers.items():
-            key = name.lower()
-            if key == "b3" or key.startswith("x-b3-"):
-                assert key not in found, f"header {name} arrived twice: {self.headers}"
-                found[key] = value
-        return found
+        return b3_headers(self.headers)
+
+
+def b3_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The B3 headers among ``headers`` (any mapping, a multidict too), by lowercase name.
+
+    A name that occurs twice, in any spelling, fails the test: B3 sends each header once.
+    """
+    found: dict[str, str] = {}
+    for name, value in headers.items():
+        key = name.lower()
+        if key == "b3" or key.startswith("x-b3-"):
+            assert key not in found, f"header {name} arrived twice: {headers}"
+            found[key] = value
+    return found
 
 
 @asynccontextmanager
