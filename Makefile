@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 .PHONY: help install lint typecheck unit test matrix example demo bench bench-memory bench-replay bench-instructions bench-whole mutate zipkin-up zipkin-down clean
 
 help:
-	@echo "make test      - create $(VENV), install, then lint, mypy --strict and the tests"
+	@echo "make test      - create $(VENV), install, then lint, mypy --strict and the tests (asyncio, then uvloop)"
 	@echo "make matrix    - the tests on Python 3.11-3.13 x aiohttp 3.10-3.14, and the built wheel (nox)"
 	@echo "make demo      - three traced services, a few requests, traces drawn here (or ZIPKIN_URL=... to report)"
 	@echo "make example   - send one traced request to a local server and print its span"
@@ -47,8 +47,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The suite twice: on asyncio's event loop, then on uvloop's (tests/conftest.py, TEST_LOOP).
 unit: $(STAMP) $(JS_STAMP)
 	$(BIN)/pytest -q
+	AIOZIPKIN_CLIENT_TEST_LOOP=uvloop $(BIN)/pytest -q
 
 test: lint typecheck unit
 

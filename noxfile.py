@@ -63,19 +63,22 @@ def _test_requirements(aiohttp: str) -> list[str]:
     return list(pins.values())
 
 
-def _pytest(session: nox.Session, *args: str) -> None:
+def _pytest(session: nox.Session, *args: str, env: dict[str, str] | None = None) -> None:
     # Exit code 5 (no tests collected) fails the session like any other non-zero code.
-    session.run("pytest", "-q", "-p", "no:cacheprovider", *args, *session.posargs)
+    session.run("pytest", "-q", "-p", "no:cacheprovider", *args, *session.posargs, env=env)
 
 
 @nox.session(python=PYTHONS)
 @nox.parametrize("aiohttp", [*OLDER, NEWEST])
 def tests(session: nox.Session, aiohttp: str) -> None:
-    """The test suite (without ruff and mypy) on one Python and one aiohttp minor version."""
+    """The test suite (without ruff and mypy) on one Python and one aiohttp minor version,
+    on asyncio's event loop and then on uvloop's."""
     # One pip call: the resolver also checks pyproject.toml's bounds accept these pins.
     session.install(*_test_requirements(aiohttp), "-e", ".")
     session.run("python", "-c", "import aiohttp; print('aiohttp', aiohttp.__version__)")
     _pytest(session)
+    # Then on uvloop's event loop, as `make test` does (tests/conftest.py, TEST_LOOP).
+    _pytest(session, env={"AIOZIPKIN_CLIENT_TEST_LOOP": "uvloop"})
 
 
 @nox.session(python=PYTHONS[-1])

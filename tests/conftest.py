@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack
 from typing import Any
@@ -83,3 +85,21 @@ async def make_harness(
 async def harness(make_harness: Callable[..., Any]) -> Harness:
     h: Harness = await make_harness()
     return h
+
+
+#: The event loop every test runs on: asyncio's own, or uvloop's (`make test` runs the suite on
+#: both; many aiohttp services run on uvloop, whose transports are not asyncio's).
+TEST_LOOP = os.environ.get("AIOZIPKIN_CLIENT_TEST_LOOP", "asyncio")
+if TEST_LOOP not in ("asyncio", "uvloop"):
+    raise pytest.UsageError(
+        f"AIOZIPKIN_CLIENT_TEST_LOOP={TEST_LOOP!r}: use 'asyncio' (the default) or 'uvloop'"
+    )
+
+if TEST_LOOP == "uvloop":
+    import uvloop  # a missing uvloop fails the run: asked for, it must not quietly not run
+
+    def pytest_asyncio_loop_factories(
+        config: pytest.Config, item: pytest.Item
+    ) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+        """Every test on a uvloop event loop (pytest-asyncio's hook for the loop's factory)."""
+        return {"uvloop": uvloop.new_event_loop}
