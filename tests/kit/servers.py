@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
@@ -48,15 +49,19 @@ def b3_headers(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 @asynccontextmanager
-async def start_app(app: web.Application, host: str = "127.0.0.1") -> AsyncIterator[URL]:
-    """Serve ``app`` on a random port of ``host``; yields its base URL."""
+async def start_app(
+    app: web.Application, host: str = "127.0.0.1", ssl_context: ssl.SSLContext | None = None
+) -> AsyncIterator[URL]:
+    """Serve ``app`` on a random port of ``host`` (over TLS with ``ssl_context``); yields its
+    base URL."""
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host, 0)
+    site = web.TCPSite(runner, host, 0, ssl_context=ssl_context)
     await site.start()
     port = runner.addresses[0][1]
+    scheme = "http" if ssl_context is None else "https"
     try:
-        yield URL.build(scheme="http", host=host, port=port)
+        yield URL.build(scheme=scheme, host=host, port=port)
     finally:
         await runner.cleanup()
 
