@@ -54,8 +54,9 @@ DNS_CACHE_HIT: Final = "dns.cache.hit"
 DNS_CACHE_MISS: Final = "dns.cache.miss"
 #: on_request_redirect: this hop's response was a redirect that aiohttp follows.
 REDIRECT: Final = "redirect"
-#: A second connection attempt within one hop (aiohttp retries idempotent requests once when a
-#: pooled connection turns out to be dead).
+#: The hop's request is sent again after its headers went out: aiohttp retrying an idempotent
+#: request once when a pooled connection turns out to be dead, or a client middleware (aiohttp
+#: 3.12+) calling its handler again (digest authentication, retry, token refresh).
 RETRY: Final = "retry"
 #: The caller released or closed the response before its body was complete.
 RESPONSE_RELEASED: Final = "response.released"

@@ -677,7 +677,7 @@ class ClientTracing:
     @staticmethod
     def _note_attempt(hop: Hop) -> None:
         # A new connection attempt after the headers went out: aiohttp is retrying on a fresh
-        # connection because the pooled one was dead.
+        # connection because the pooled one was dead, or a client middleware sends it again.
         if hop.headers_sent:
             hop.headers_sent = False
             hop.event(RETRY)
