@@ -183,6 +183,42 @@ async def test_server_resetting_mid_body_is_a_lost_connection(
     assert span["tags"]["error"].startswith("ClientPayloadError: Response payload is not complete")
 
 
+@pytest.mark.parametrize("streamed", [False, True], ids=["read", "streamed"])
+async def test_a_body_ended_by_the_servers_close_is_complete_not_lost(
+    streamed: bool, session: aiohttp.ClientSession, recorder: SpanRecorder
+) -> None:
+    """No Content-Length, no chunks: the body ends when the server closes the connection
+    (HTTP/1.1 allows it). The close is the body's end, not a lost connection, although the
+    connection's closed future and the end of file come from the same close."""
+
+    async def close_delimited(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + FIRST)
+        await writer.drain()
+        await asyncio.sleep(0.05)  # the span must cover the body, its end included
+        writer.write(REST)
+        writer.close()
+
+    server = await asyncio.start_server(close_delimited, "127.0.0.1", 0)
+    url = URL.build(scheme="http", host="127.0.0.1", port=server.sockets[0].getsockname()[1])
+    try:
+        async with session.get(url / "old-style") as resp:
+            if streamed:
+                body = b"".join([chunk async for chunk in resp.content.iter_any()])
+            else:
+                body = await resp.read()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+    assert body == FIRST + REST
+    span = recorder.take_one()
+    assert values(span)[-1] == "wr"
+    assert "error" not in span["tags"]
+    assert span["tags"]["http.response.size"] == str(len(FIRST + REST))
+    assert span["duration"] >= 50_000
+
+
 async def test_the_body_end_ends_the_span_while_the_upload_writer_still_runs(
     session: aiohttp.ClientSession, recorder: SpanRecorder
 ) -> None:
