@@ -288,6 +288,31 @@ async def test_streamed_upload_is_bounded(
     ]
 
 
+async def test_request_body_annotations_are_the_first_and_the_last_chunk(
+    sessions: Factory, recorder: SpanRecorder
+) -> None:
+    """``request.body.start`` is when the first chunk went out, ``request.body.end`` the last;
+    the pauses of a slow upload fall between them."""
+    sizes: list[int] = []
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(3):
+            yield b"x" * 100
+            await asyncio.sleep(0.03)
+
+    async with start_app(await upload_counting_app(sizes)) as url:
+        session = sessions()
+        async with session.post(url / "upload", data=body()) as resp:
+            assert await resp.text() == "300"
+
+    span = recorder.take_one()
+    stamps = {a["value"]: a["timestamp"] for a in span["annotations"]}
+    # Two pauses lie between the first chunk and the last; the third follows the last.
+    assert stamps["request.body.end"] - stamps["request.body.start"] >= 60_000
+    assert stamps["ws"] <= stamps["request.body.start"]
+    assert stamps["request.body.end"] <= stamps["wr"]
+
+
 def wide_view() -> memoryview:
     # 1,000 items of 4 bytes: len() says 1,000, the wire carries 4,000 bytes.
     return memoryview(array.array("I", range(1000)))
@@ -494,6 +519,65 @@ async def test_cancelled_while_queued(
     assert len(backend.received) == 1
 
 
+async def test_a_dead_pooled_connection_is_retried_within_the_span(
+    sessions: Factory, recorder: SpanRecorder
+) -> None:
+    """aiohttp sends an idempotent request again, on a fresh connection, when the pooled
+    connection it took turns out to be closed (here: the server reads the second request on a
+    keep-alive connection and hangs up without answering). One span: ``retry`` between the
+    attempts, the same ids on both, the answer of the second."""
+    arrivals: list[tuple[int, dict[str, str]]] = []
+    connections = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        number = connections
+        try:
+            for request in range(2):
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+                lines = head.decode("latin-1").split("\r\n")[1:]
+                headers = dict(line.split(": ", 1) for line in lines if line)
+                arrivals.append((number, {k.lower(): v for k, v in headers.items()}))
+                if number == 1 and request == 1:
+                    return  # the second request on the first connection: hang up
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, TimeoutError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    url = URL.build(scheme="http", host="127.0.0.1", port=server.sockets[0].getsockname()[1])
+    try:
+        session = sessions()
+        assert await read(session, url / "first") == b"ok"
+        assert await read(session, url / "second") == b"ok"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+    first, second = recorder.take(2)
+    assert values(first) == ["connect.start", "connect.end", "ws", "wr"]
+    assert values(second) == [
+        "connection.reuse",
+        "ws",
+        "retry",
+        "connect.start",
+        "connect.end",
+        "ws",
+        "wr",
+    ]
+    assert second["tags"]["http.status_code"] == "200"
+    assert "error" not in second["tags"]
+    assert second["tags"]["connection.reused"] == "false"  # the attempt that answered
+    # Both attempts of the second request carried its ids; the first request's, its own.
+    assert [number for number, _ in arrivals] == [1, 1, 2]
+    ids = [(h["x-b3-traceid"], h["x-b3-spanid"]) for _, h in arrivals]
+    assert ids == [(first["traceId"], first["id"])] + [(second["traceId"], second["id"])] * 2
+
+
 # -- connection phases as child spans ---------------------------------------------------------
 
 
@@ -519,6 +603,23 @@ async def test_connection_phases_as_child_spans(
     assert connect["timestamp"] <= dns["timestamp"]
     assert dns["timestamp"] + dns["duration"] <= connect["timestamp"] + connect["duration"]
     backend.take_one()
+
+
+async def test_a_phase_cut_short_as_a_child_span_carries_the_error(
+    sessions: Factory, recorder: SpanRecorder
+) -> None:
+    """Connecting to a port nobody listens on: the connect phase never ends, so its child span
+    ends with the request and says why."""
+    session = sessions(connection_phases="spans")
+
+    with pytest.raises(aiohttp.ClientConnectorError):
+        await read(session, await refused_url())
+
+    client, connect = recorder.take(2)
+    assert connect["name"] == "connect"
+    assert connect["parentId"] == client["id"]
+    assert client["tags"]["error"].startswith("ClientConnectorError: ")
+    assert connect["tags"] == {"error": client["tags"]["error"]}
 
 
 def test_connection_phases_option_is_checked(tracer: Tracer) -> None:
