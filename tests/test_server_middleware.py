@@ -178,6 +178,10 @@ async def return_404(request: web.Request) -> web.Response:
     return web.Response(status=404)
 
 
+async def return_499(request: web.Request) -> web.Response:
+    return web.Response(status=499)  # the last status that is the caller's mistake
+
+
 @pytest.mark.parametrize(
     ("handler", "status", "error"),
     [
@@ -190,6 +194,7 @@ async def return_404(request: web.Request) -> web.Response:
         (raise_400, 400, None),
         (raise_302, 302, None),
         (return_404, 404, None),
+        (return_499, 499, None),
     ],
 )
 async def test_errors_are_5xx_and_unhandled_exceptions_only(
