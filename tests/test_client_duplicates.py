@@ -60,6 +60,26 @@ async def test_two_of_our_configs_warn_once_per_session(
     assert {span["kind"] for span in spans} == {"CLIENT"}
 
 
+async def test_sessions_used_in_turn_are_each_warned_about_once(
+    tracer: Tracer, recorder: SpanRecorder, backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The configs remember every session they looked at, not only the last one: two
+    sessions taking turns with the same configs still make one warning each."""
+    configs = [aiozipkin_client.make_trace_config(tracer) for _ in range(2)]
+
+    with caplog.at_level(logging.WARNING, LOGGER):
+        async with (
+            aiohttp.ClientSession(trace_configs=configs) as first,
+            aiohttp.ClientSession(trace_configs=configs) as second,
+        ):
+            for _ in range(3):
+                await get_ok(first, backend, 1)
+                await get_ok(second, backend, 1)
+
+    assert duplicate_warnings(caplog) == [TWO_OF_OURS, TWO_OF_OURS]
+    assert len(recorder.take(12)) == 12
+
+
 async def test_the_same_config_twice_is_a_duplicate(
     tracer: Tracer, recorder: SpanRecorder, backend: Backend, caplog: pytest.LogCaptureFixture
 ) -> None:
