@@ -216,7 +216,7 @@ async def test_a_body_ended_by_the_servers_close_is_complete_not_lost(
     assert values(span)[-1] == "wr"
     assert "error" not in span["tags"]
     assert span["tags"]["http.response.size"] == str(len(FIRST + REST))
-    assert span["duration"] >= 50_000
+    assert span["duration"] >= 45_000  # the 50 ms pause, read on another clock
 
 
 async def test_the_body_end_ends_the_span_while_the_upload_writer_still_runs(
