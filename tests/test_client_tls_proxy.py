@@ -275,3 +275,28 @@ async def test_the_proxys_own_lookup_has_no_annotation(
     assert not [a for a in through["annotations"] if a["value"].startswith("dns.")]
     assert {"dns.start", "dns.end"} <= {a["value"] for a in straight["annotations"]}
     assert len(proxy.requests) == 1
+
+
+@pytest.mark.parametrize("allowed", ["service", "proxy"])
+async def test_propagate_to_is_asked_about_the_service_not_the_proxy(
+    allowed: str,
+    make_session: Any,
+    backend: Backend,
+    proxy: ForwardProxy,
+    recorder: SpanRecorder,
+) -> None:
+    """Both listen on 127.0.0.1, so a predicate tells them apart by port: allowing the
+    service's port sends the ids through the proxy; allowing only the proxy's sends none."""
+    port = backend.url.port if allowed == "service" else proxy.url.port
+    session = make_session(propagate_to=lambda url: url.port == port)
+
+    assert await outcome(session, backend.url / "ok", proxy=proxy.url) == ("200", "ok")
+
+    span = recorder.take_one()
+    (seen,) = proxy.requests
+    if allowed == "service":
+        assert_propagated(backend.take_one(), span)
+        assert b3_headers(seen.headers)["x-b3-spanid"] == span["id"]
+    else:
+        assert backend.take_one().b3() == {}
+        assert b3_headers(seen.headers) == {}
