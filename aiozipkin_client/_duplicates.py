@@ -30,7 +30,7 @@ import weakref
 import aiohttp
 from aiozipkin.aiohttp_helpers import ZipkinClientSignals
 
-from .propagation import B3_HEADERS
+from .propagation import B3_HEADERS, SINGLE, B3Format
 
 __all__ = ("DuplicateCheck",)
 
@@ -40,7 +40,9 @@ log = logging.getLogger("aiozipkin_client")
 class DuplicateCheck:
     """Looks, for one trace config, for other tracing configs on the sessions it serves."""
 
-    def __init__(self) -> None:
+    def __init__(self, b3_format: B3Format = B3Format.MULTI) -> None:
+        #: What our config writes: which of its headers another tracer can overwrite.
+        self._b3_format = b3_format
         # Sessions already looked at; weak, so a closed session is not kept alive by a config.
         self._seen: weakref.WeakSet[aiohttp.ClientSession] = weakref.WeakSet()
         #: The session looked at last: the caller compares it with each request's session and
@@ -82,7 +84,7 @@ class DuplicateCheck:
         if not ours or ours[0] is not self:
             return  # the first of our configs speaks for the session, so it is said once
         if otel_last >= 0:
-            _warn_if_both_write_b3(otel_last > our_last)
+            _warn_if_both_write_b3(otel_last > our_last, self._b3_format)
         if len(ours) > 1:
             found = f"{len(ours)} aiozipkin_client trace configs"
             if theirs:
@@ -126,19 +128,39 @@ def _otel_b3_fields() -> list[str]:
     return sorted(name for name in fields if name.lower() in _B3_NAMES)
 
 
-def _warn_if_both_write_b3(otel_runs_later: bool) -> None:
+def _warn_if_both_write_b3(otel_runs_later: bool, ours: B3Format) -> None:
     fields = _otel_b3_fields()
     if not fields:
         return  # its own headers (W3C traceparent by default) do not touch ours
-    if otel_runs_later:
+    # Our inject removes every B3 header before writing its own, so ours running later always
+    # wins. OpenTelemetry's sets only its own fields: it wins only if it writes every encoding
+    # ours wrote; otherwise each request leaves with one encoding from each tracer.
+    otel_single = SINGLE.lower() in {name.lower() for name in fields}
+    otel_multi = any(name.lower() != SINGLE.lower() for name in fields)
+    ours_single = ours is not B3Format.MULTI
+    ours_multi = ours is not B3Format.SINGLE
+    scope = (
+        "on every request OpenTelemetry traces (sampled or not: an unsampled one tells the"
+        " services called not to record)"
+    )
+    if not otel_runs_later:
         outcome = (
-            "OpenTelemetry's runs later and overwrites ours, so on every request it records the"
-            " services called join OpenTelemetry's trace and our CLIENT spans have no children"
+            f"ours runs later and replaces OpenTelemetry's, so {scope} the services called"
+            " join our trace and OpenTelemetry's CLIENT spans have no children"
+        )
+    elif (otel_single or not ours_single) and (otel_multi or not ours_multi):
+        outcome = (
+            f"OpenTelemetry's runs later and overwrites ours, so {scope} the services called"
+            " join OpenTelemetry's trace and our CLIENT spans have no children"
         )
     else:
+        single_from = "OpenTelemetry's" if otel_single else "our"
+        multi_from = "OpenTelemetry's" if otel_multi else "our"
         outcome = (
-            "ours runs later and replaces OpenTelemetry's, so on every request it records the"
-            " services called join our trace and OpenTelemetry's CLIENT spans have no children"
+            "OpenTelemetry's runs later but writes only some of the encodings ours wrote, so"
+            f" {scope} the request carries both traces: services that read the single b3"
+            f" header first (as ours, OpenTelemetry's and py_zipkin's do) join {single_from}"
+            f" trace, those that read only X-B3-* (zipkin-js) join {multi_from} trace"
         )
     log.warning(
         "this ClientSession also has OpenTelemetry's aiohttp client instrumentation, whose"

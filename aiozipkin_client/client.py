@@ -193,7 +193,7 @@ class ClientTracing:
         self._remotes: dict[tuple[str | None, str | None, int | None], Remote | None] = {}
         self._warned_parent = False
         #: On a session's first request, warns if another tracing config is on it too.
-        self.duplicate_check = DuplicateCheck()
+        self.duplicate_check = DuplicateCheck(settings.b3_format)
         self._valid_parent: TraceContext | None = None
         # Ours, not a subclass: it needs no RequestView, and its name and tags are strings the
         # customizer would take as they are, so they are written to the hop directly.

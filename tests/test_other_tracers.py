@@ -771,13 +771,23 @@ B3_CONFLICT = (
     " propagator writes B3 headers too (x-b3-sampled, x-b3-spanid, x-b3-traceid): {outcome}."
     " Trace the session with one of them, or give OpenTelemetry a propagator without B3."
 )
+SCOPE = (
+    "on every request OpenTelemetry traces (sampled or not: an unsampled one tells the"
+    " services called not to record)"
+)
 OTEL_WINS = (
-    "OpenTelemetry's runs later and overwrites ours, so on every request it records the"
-    " services called join OpenTelemetry's trace and our CLIENT spans have no children"
+    f"OpenTelemetry's runs later and overwrites ours, so {SCOPE} the services called"
+    " join OpenTelemetry's trace and our CLIENT spans have no children"
 )
 OURS_WIN = (
-    "ours runs later and replaces OpenTelemetry's, so on every request it records the"
-    " services called join our trace and OpenTelemetry's CLIENT spans have no children"
+    f"ours runs later and replaces OpenTelemetry's, so {SCOPE} the services called"
+    " join our trace and OpenTelemetry's CLIENT spans have no children"
+)
+MIXED = (
+    "OpenTelemetry's runs later but writes only some of the encodings ours wrote, so"
+    f" {SCOPE} the request carries both traces: services that read the single b3"
+    " header first (as ours, OpenTelemetry's and py_zipkin's do) join {single} trace,"
+    " those that read only X-B3-* (zipkin-js) join {multi} trace"
 )
 
 
@@ -830,6 +840,62 @@ async def test_opentelemetry_writing_b3_on_the_same_session_is_warned_about(
         assert sent_ids.isdisjoint(ours_ids)
     else:
         assert sent_ids == ours_ids
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs", "single", "multi"),
+    [
+        (B3Format.BOTH, B3MultiFormat, "our", "OpenTelemetry's"),
+        (B3Format.SINGLE, B3MultiFormat, "our", "OpenTelemetry's"),
+        (B3Format.MULTI, B3SingleFormat, "OpenTelemetry's", "our"),
+        (B3Format.BOTH, B3SingleFormat, "OpenTelemetry's", "our"),
+    ],
+)
+async def test_opentelemetry_writing_another_b3_encoding_leaves_both_traces(
+    tracer: Tracer,
+    recorder: SpanRecorder,
+    backend: Backend,
+    caplog: pytest.LogCaptureFixture,
+    ours: B3Format,
+    theirs: type[TextMapPropagator],
+    single: str,
+    multi: str,
+) -> None:
+    """OpenTelemetry running later sets only its own encoding: whatever of ours it does not
+    write stays, so the request carries both traces, and the warning says which is which."""
+    before = propagate.get_global_textmap()
+    propagate.set_global_textmap(theirs())
+    provider = TracerProvider()
+    try:
+        configs = [
+            aiozipkin_client.make_trace_config(tracer, b3_format=ours),
+            create_trace_config(tracer_provider=provider),
+        ]
+        with caplog.at_level(logging.WARNING, "aiozipkin_client"):
+            async with (
+                aiohttp.ClientSession(trace_configs=configs) as session,
+                session.get(backend.url / "ok") as response,
+            ):
+                assert response.status == 200
+    finally:
+        provider.shutdown()
+        propagate.set_global_textmap(before)
+
+    fields = ", ".join(_otel_fields(theirs()))
+    message = B3_CONFLICT.replace("x-b3-sampled, x-b3-spanid, x-b3-traceid", fields).format(
+        outcome=MIXED.format(single=single, multi=multi)
+    )
+    assert b3_conflicts(caplog) == [message]
+    # What arrived is what the warning says: each encoding from the tracer it names.
+    span = recorder.take_one()
+    b3 = backend.take_one().b3()
+    single_is_ours = b3["b3"].split("-")[1] == span["id"]
+    multi_is_ours = b3["x-b3-spanid"] == span["id"]
+    assert (single_is_ours, multi_is_ours) == (single == "our", multi == "our")
+
+
+def _otel_fields(propagator: TextMapPropagator) -> list[str]:
+    return sorted(name for name in propagator.fields if name.lower().startswith(("b3", "x-b3-")))
 
 
 @pytest.mark.usefixtures("b3_everywhere")
