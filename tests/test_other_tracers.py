@@ -102,6 +102,8 @@ if not _node_peers_ready and os.environ.get("REQUIRE_NODE_PEERS") == "1":
 needs_node = pytest.mark.skipif(not _node_peers_ready, reason=NODE_PEERS_MISSING)
 #: Bounds every wait on the Node.js process.
 PEER_TIMEOUT = 20.0
+#: The same bound for every HTTP exchange with a peer (aiohttp's default is five minutes).
+PEER_BOUND = aiohttp.ClientTimeout(total=PEER_TIMEOUT)
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -145,7 +147,7 @@ def tracer_sampling(recorder: SpanRecorder) -> Iterator[Callable[[bool], Tracer]
 async def our_service(tracer: Tracer, downstream: URL) -> AsyncIterator[URL]:
     """A service traced by us: ``GET /call`` calls ``downstream`` with a traced session."""
     async with aiohttp.ClientSession(
-        trace_configs=[aiozipkin_client.make_trace_config(tracer)]
+        trace_configs=[aiozipkin_client.make_trace_config(tracer)], timeout=PEER_BOUND
     ) as session:
 
         async def call(request: web.Request) -> web.Response:
@@ -160,7 +162,10 @@ async def our_service(tracer: Tracer, downstream: URL) -> AsyncIterator[URL]:
 
 
 async def plain_get(url: URL, headers: dict[str, str]) -> str:
-    async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as response:
+    async with (
+        aiohttp.ClientSession(timeout=PEER_BOUND) as session,
+        session.get(url, headers=headers) as response,
+    ):
         assert response.status == 200, await response.text()
         return await response.text()
 
@@ -359,7 +364,7 @@ async def test_opentelemetry_and_py_zipkin_servers_join_our_client_span(
     config = aiozipkin_client.make_trace_config(tracer, b3_format=b3_format)
     async with (
         their_servers() as theirs,
-        aiohttp.ClientSession(trace_configs=[config]) as session,
+        aiohttp.ClientSession(trace_configs=[config], timeout=PEER_BOUND) as session,
     ):
         with aiozipkin_client.use_span(parent):
             async with session.get(theirs.url) as response:
@@ -527,7 +532,10 @@ class JsPeer:
     url: URL
 
     async def spans(self) -> list[dict[str, Any]]:
-        async with aiohttp.ClientSession() as session, session.get(self.url / "spans") as response:
+        async with (
+            aiohttp.ClientSession(timeout=PEER_BOUND) as session,
+            session.get(self.url / "spans") as response,
+        ):
             spans: list[dict[str, Any]] = await response.json()
             return spans
 
@@ -611,7 +619,7 @@ async def test_zipkin_js_server_joins_our_client_span(
     trace_id = TRACES["128"]
     parent = TraceContext(trace_id, None, PARENT, sampled, debug, False)
     config = aiozipkin_client.make_trace_config(tracer, b3_format=b3_format)
-    async with aiohttp.ClientSession(trace_configs=[config]) as session:
+    async with aiohttp.ClientSession(trace_configs=[config], timeout=PEER_BOUND) as session:
         with aiozipkin_client.use_span(parent):
             async with session.get(js_server.url / "joined") as response:
                 answer = await response.json()
@@ -717,7 +725,7 @@ async def test_opentelemetry_js_between_our_services(
     async with (
         start_app(app) as ours,
         node_server("otel-relay") as relay,
-        aiohttp.ClientSession(trace_configs=[config]) as session,
+        aiohttp.ClientSession(trace_configs=[config], timeout=PEER_BOUND) as session,
     ):
         url = (relay / "relay").with_query(inject=inject, to=str(ours / "ok"))
         with aiozipkin_client.use_span(parent):
