@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.abc import AbstractResolver, ResolveResult
 from aiozipkin.tracer import Tracer
 from yarl import URL
 
@@ -580,6 +581,86 @@ async def test_a_dead_pooled_connection_is_retried_within_the_span(
     assert [number for number, _ in arrivals] == [1, 1, 2]
     ids = [(h["x-b3-traceid"], h["x-b3-spanid"]) for _, h in arrivals]
     assert ids == [(first["traceId"], first["id"])] + [(second["traceId"], second["id"])] * 2
+
+
+class SlowResolver(AbstractResolver):
+    """Any name is 127.0.0.1, after 30 ms: every connect phase lasts at least that long."""
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        await asyncio.sleep(0.03)
+        return [
+            ResolveResult(
+                hostname=host,
+                host="127.0.0.1",
+                port=port,
+                family=socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_connect_ms_adds_up_every_attempt_in_milliseconds(
+    sessions: Factory, recorder: SpanRecorder
+) -> None:
+    """The server drops the first connection unanswered; aiohttp connects again. Each connect
+    takes 30 ms or more (the resolver), and ``connection.connect_ms`` is both together."""
+    connections = 0
+
+    async def drop_first(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        try:
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            if connections > 1:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(drop_first, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        session = sessions(
+            connector=aiohttp.TCPConnector(resolver=SlowResolver(), use_dns_cache=False)
+        )
+        assert await read(session, URL(f"http://service.test:{port}/x")) == b"ok"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+    assert connections == 2
+    span = recorder.take_one()
+    assert "retry" in values(span)
+    starts = [a["timestamp"] for a in span["annotations"] if a["value"] == "connect.start"]
+    ends = [a["timestamp"] for a in span["annotations"] if a["value"] == "connect.end"]
+    assert len(starts) == len(ends) == 2
+    total_ms = sum(end - start for start, end in zip(starts, ends, strict=True)) / 1000
+    assert total_ms >= 60
+    assert float(span["tags"]["connection.connect_ms"]) == pytest.approx(total_ms, abs=0.05)
+
+
+async def test_an_annotation_repeated_at_one_instant_is_kept_once(
+    tracer: Tracer, backend: Backend, recorder: SpanRecorder
+) -> None:
+    """Zipkin wants each annotation once: the same value at the same microsecond twice is one."""
+
+    def parser(request: aiozipkin_client.RequestView, span: Any) -> None:
+        aiozipkin_client.default_request_parser(request, span)
+        span.annotate("cache.lookup", 1_700_000_000.5)
+        span.annotate("cache.lookup", 1_700_000_000.5)
+
+    config = aiozipkin_client.make_trace_config(tracer, request_parser=parser)
+    async with aiohttp.ClientSession(trace_configs=[config]) as session:
+        assert await read(session, backend.url / "ok") == b"ok"
+
+    assert values(recorder.take_one()).count("cache.lookup") == 1
+    backend.take_one()
 
 
 # -- connection phases as child spans ---------------------------------------------------------

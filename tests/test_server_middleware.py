@@ -217,6 +217,24 @@ async def test_errors_are_5xx_and_unhandled_exceptions_only(
     assert span["tags"].get("error") == error
 
 
+async def test_the_server_span_lasts_as_long_as_the_handler(
+    tracer: Tracer, recorder: SpanRecorder, plain: aiohttp.ClientSession
+) -> None:
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.1)
+        return web.Response(text="ok")
+
+    app = setup(web.Application(), tracer)
+    app.router.add_get("/slow", slow)
+    async with start_app(app) as url:
+        got, _ = await fetch(plain, url / "slow")
+
+    assert got == 200
+    span = recorder.take_one()
+    assert span["kind"] == "SERVER"
+    assert span["duration"] >= 95_000  # the 100 ms sleep, read on another clock
+
+
 async def test_handler_cancelled_when_the_client_goes_away_is_finished_once(
     tracer: Tracer, recorder: SpanRecorder, plain: aiohttp.ClientSession
 ) -> None:
