@@ -20,7 +20,6 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.abc import AbstractResolver, ResolveResult
 from aiozipkin.tracer import Tracer
 from yarl import URL
 
@@ -28,7 +27,7 @@ import aiozipkin_client
 from aiozipkin_client._compat import SIGNALS_CLOSE
 from aiozipkin_client._state import Hop, TraceConfigContext
 from tests.kit.recorder import SpanRecorder
-from tests.kit.servers import Backend, refused_url, start_app
+from tests.kit.servers import Backend, LoopbackResolver, refused_url, start_app
 from tests.kit.signals import GatedResolver, Observer, gated_body_app
 
 MS = re.compile(r"\d+\.\d{3}")
@@ -583,33 +582,11 @@ async def test_a_dead_pooled_connection_is_retried_within_the_span(
     assert ids == [(first["traceId"], first["id"])] + [(second["traceId"], second["id"])] * 2
 
 
-class SlowResolver(AbstractResolver):
-    """Any name is 127.0.0.1, after 30 ms: every connect phase lasts at least that long."""
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        await asyncio.sleep(0.03)
-        return [
-            ResolveResult(
-                hostname=host,
-                host="127.0.0.1",
-                port=port,
-                family=socket.AF_INET,
-                proto=0,
-                flags=socket.AI_NUMERICHOST,
-            )
-        ]
-
-    async def close(self) -> None:
-        return None
-
-
 async def test_connect_ms_adds_up_every_attempt_in_milliseconds(
     sessions: Factory, recorder: SpanRecorder
 ) -> None:
     """The server drops the first connection unanswered; aiohttp connects again. Each connect
-    takes 30 ms or more (the resolver), and ``connection.connect_ms`` is both together."""
+    takes 30 ms or more (the resolver's delay), and ``connection.connect_ms`` is both together."""
     connections = 0
 
     async def drop_first(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -627,9 +604,11 @@ async def test_connect_ms_adds_up_every_attempt_in_milliseconds(
     port = server.sockets[0].getsockname()[1]
     try:
         session = sessions(
-            connector=aiohttp.TCPConnector(resolver=SlowResolver(), use_dns_cache=False)
+            connector=aiohttp.TCPConnector(
+                resolver=LoopbackResolver(delay=0.03), use_dns_cache=False
+            )
         )
-        assert await read(session, URL(f"http://service.test:{port}/x")) == b"ok"
+        assert await read(session, URL(f"http://localhost:{port}/x")) == b"ok"
     finally:
         server.close()
         await server.wait_closed()

@@ -169,9 +169,15 @@ class LoopbackResolver(AbstractResolver):
     looked up outside this machine. The refusal is an ``OSError``, as a failed lookup is.
     """
 
+    def __init__(self, delay: float = 0.0) -> None:
+        #: Seconds each lookup takes (a slow resolver, for phases that must last).
+        self.delay = delay
+
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
+        if self.delay:
+            await asyncio.sleep(self.delay)
         if host.lower().rstrip(".") != "localhost":
             raise OSError(f"LoopbackResolver refuses to look up {host!r}")
         return [
