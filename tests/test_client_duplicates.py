@@ -7,6 +7,9 @@ warning (per session) and the duplicate spans it warns about.
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
+import textwrap
 
 import aiohttp
 import aiozipkin
@@ -14,6 +17,7 @@ import pytest
 from aiozipkin.tracer import Tracer
 
 import aiozipkin_client
+from aiozipkin_client._duplicates import DuplicateCheck
 from tests.kit.recorder import SpanRecorder
 from tests.kit.servers import Backend
 
@@ -78,6 +82,44 @@ async def test_sessions_used_in_turn_are_each_warned_about_once(
 
     assert duplicate_warnings(caplog) == [TWO_OF_OURS, TWO_OF_OURS]
     assert len(recorder.take(12)) == 12
+
+
+async def test_a_session_is_looked_at_only_when_the_session_changes(
+    tracer: Tracer,
+    recorder: SpanRecorder,
+    backend: Backend,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The cost the module's docstring promises: requests on the session of the request before
+    skip the check; a config shared by sessions in turn checks at each change, and looks at
+    each session's configs once."""
+    calls: list[aiohttp.ClientSession] = []
+    looks: list[aiohttp.ClientSession] = []
+    check, look_at = DuplicateCheck.check, DuplicateCheck._look_at
+
+    def counted_check(self: DuplicateCheck, session: aiohttp.ClientSession) -> None:
+        calls.append(session)
+        check(self, session)
+
+    def counted_look(self: DuplicateCheck, session: aiohttp.ClientSession) -> None:
+        looks.append(session)
+        look_at(self, session)
+
+    monkeypatch.setattr(DuplicateCheck, "check", counted_check)
+    monkeypatch.setattr(DuplicateCheck, "_look_at", counted_look)
+    config = aiozipkin_client.make_trace_config(tracer)
+    async with (
+        aiohttp.ClientSession(trace_configs=[config]) as first,
+        aiohttp.ClientSession(trace_configs=[config]) as second,
+    ):
+        await get_ok(first, backend, 4)
+        assert (calls, looks) == ([first], [first])
+        for _ in range(2):
+            await get_ok(second, backend, 1)
+            await get_ok(first, backend, 1)
+    assert calls == [first, second, first, second, first]
+    assert looks == [first, second]
+    assert len(recorder.take(8)) == 8
 
 
 async def test_the_same_config_twice_is_a_duplicate(
@@ -161,3 +203,64 @@ async def test_one_config_per_session_says_nothing(
     assert duplicate_warnings(caplog) == []
     assert caplog.records == []
     recorder.take(5)
+
+
+# The script a fresh interpreter runs: every module of the package imported, then one request
+# through a session with two of our configs (so the look at the session runs in full) to a
+# server with our middleware. Prints the OpenTelemetry modules loaded by then.
+NO_OPENTELEMETRY = textwrap.dedent(
+    """
+    import asyncio, pkgutil, sys
+    import aiohttp, aiozipkin
+    from aiohttp import web
+    from aiozipkin.sampler import Sampler
+    from aiozipkin.transport import StubTransport
+    import aiozipkin_client
+
+    for module in pkgutil.walk_packages(aiozipkin_client.__path__, "aiozipkin_client."):
+        __import__(module.name)
+
+    async def ok(request):
+        return web.Response(text="ok")
+
+    async def main():
+        transport = StubTransport()
+        tracer = aiozipkin.Tracer(
+            transport, Sampler(sample_rate=1.0), aiozipkin.create_endpoint("app")
+        )
+        app = web.Application()
+        app.router.add_get("/ok", ok)
+        aiozipkin_client.setup(app, tracer)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        configs = [aiozipkin_client.make_trace_config(tracer) for _ in range(2)]
+        async with aiohttp.ClientSession(trace_configs=configs) as session:
+            async with session.get(f"http://127.0.0.1:{port}/ok") as response:
+                assert await response.text() == "ok"
+        await runner.cleanup()
+        await tracer.close()
+        assert len(transport.records) == 3, transport.records  # two CLIENT spans, one SERVER
+
+    asyncio.run(main())
+    print(sorted(name for name in sys.modules if name.split(".")[0] == "opentelemetry"))
+    """
+)
+
+
+def test_the_package_never_imports_opentelemetry() -> None:
+    """OpenTelemetry is recognised by module name only: a user without it (or who has it and
+    does not use it) must not pay for importing it. The suite's own process has imported it
+    long ago, so a fresh interpreter is asked."""
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-c", NO_OPENTELEMETRY],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    # The warning (through logging's last resort) shows the look at the session ran.
+    assert (done.returncode, done.stderr) == (0, TWO_OF_OURS + "\n")
+    assert done.stdout == "[]\n"

@@ -674,7 +674,7 @@ async def test_zipkin_js_caller_is_joined_by_our_server(
     async with our_service(tracer_sampling(not sampled), backend.url / "ok") as ours:
         result = await js_client(ours / "call", sampled, debug, bits)
         if sampled:
-            await recorder.wait_for(2)
+            await recorder.wait_for(2, about=result)
     assert (result["status"], result["body"]) == (200, "called:200")
     root, sent = result["root"], result["headers"]
     # zipkin-js makes 64-bit trace ids unless told otherwise: they must go on as they came.
@@ -732,7 +732,7 @@ async def test_opentelemetry_js_between_our_services(
             async with session.get(url) as response:
                 answer = await response.json()
         if sampled:
-            await recorder.wait_for(2)
+            await recorder.wait_for(2, about=answer)
     assert answer["status"] == 200, answer
     sent = b3_headers(answer["sent"])
     if not sampled:
@@ -900,6 +900,77 @@ async def test_opentelemetry_writing_another_b3_encoding_leaves_both_traces(
     single_is_ours = b3["b3"].split("-")[1] == span["id"]
     multi_is_ours = b3["x-b3-spanid"] == span["id"]
     assert (single_is_ours, multi_is_ours) == (single == "our", multi == "our")
+
+
+@pytest.mark.usefixtures("b3_everywhere")
+async def test_opentelemetry_twice_on_a_session_is_judged_by_its_later_config(
+    tracer: Tracer, recorder: SpanRecorder, backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``instrument()`` plus an explicit ``create_trace_config`` puts OpenTelemetry on a session
+    twice; its config after ours is the one that writes last."""
+    provider = TracerProvider()
+    configs = [
+        create_trace_config(tracer_provider=provider),
+        aiozipkin_client.make_trace_config(tracer),
+        create_trace_config(tracer_provider=provider),
+    ]
+    with caplog.at_level(logging.WARNING, "aiozipkin_client"):
+        async with (
+            aiohttp.ClientSession(trace_configs=configs) as session,
+            session.get(backend.url / "ok") as response,
+        ):
+            assert response.status == 200
+    provider.shutdown()
+    assert b3_conflicts(caplog) == [B3_CONFLICT.format(outcome=OTEL_WINS)]
+    assert backend.take_one().b3()["x-b3-spanid"] != recorder.take_one()["id"]
+
+
+class _BrokenPropagator(B3MultiFormat):
+    """A propagator whose ``fields`` fails, as a user's own propagator might."""
+
+    @property
+    def fields(self) -> set[str]:
+        raise RuntimeError("broken fields")
+
+
+async def test_a_failing_opentelemetry_propagator_leaves_the_duplicate_warning(
+    tracer: Tracer, recorder: SpanRecorder, backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Reading OpenTelemetry's propagator fails: that is logged, the request is untouched, and
+    the warning about our two configs on the session still comes."""
+    before = propagate.get_global_textmap()
+    propagate.set_global_textmap(_BrokenPropagator())
+    provider = TracerProvider()
+    try:
+        configs = [
+            aiozipkin_client.make_trace_config(tracer),
+            aiozipkin_client.make_trace_config(tracer),
+            create_trace_config(tracer_provider=provider),
+        ]
+        with caplog.at_level(logging.WARNING, "aiozipkin_client"):
+            async with (
+                aiohttp.ClientSession(trace_configs=configs) as session,
+                session.get(backend.url / "ok") as response,
+            ):
+                assert await response.text() == "ok"
+    finally:
+        provider.shutdown()
+        propagate.set_global_textmap(before)
+    messages = [(r.levelname, r.getMessage(), r.exc_info) for r in caplog.records]
+    assert [(level, text) for level, text, _ in messages] == [
+        ("ERROR", "aiozipkin_client: reading OpenTelemetry's propagator failed"),
+        (
+            "WARNING",
+            "this ClientSession has 2 aiozipkin_client trace configs: each traces every"
+            " request, so every request is reported 2 times. Give a session one tracing"
+            " config: one make_trace_config(tracer).",
+        ),
+    ]
+    error = messages[0][2]
+    assert error is not None
+    assert str(error[1]) == "broken fields"
+    assert len(recorder.take(2)) == 2
+    backend.take_one()
 
 
 def _otel_fields(propagator: TextMapPropagator) -> list[str]:

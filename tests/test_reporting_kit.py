@@ -20,6 +20,7 @@ from aiozipkin.record import Record
 
 from tests.kit import schema
 from tests.kit.collector import Collector, Mode, running_collector
+from tests.kit.recorder import SpanRecorder
 from tests.kit.schema import SchemaUnavailableError, SpanValidationError, validate_spans
 
 VALID: dict[str, Any] = {"traceId": "5af7183fb1d4cf5f", "id": "352bff9a74ca9ad2"}
@@ -296,3 +297,18 @@ async def test_collector_reset_mode_answers_nothing(collector: Collector) -> Non
 
     assert collector.spans == []
     assert [post.status for post in collector.posts] == [None]
+
+
+async def test_recorder_wait_names_what_arrived_and_what_it_was_told() -> None:
+    """A span that never comes fails as an assertion listing what did arrive, not as a bare
+    TimeoutError."""
+    recorder = SpanRecorder()
+    context = TraceContext("1" * 32, None, "2" * 16, True, False, False)
+    recorder.send(Record(context, create_endpoint("app")).name("only").start(1).finish(2))
+    with pytest.raises(AssertionError) as failure:
+        await recorder.wait_for(2, timeout=0.01, about={"status": 200})
+    message = str(failure.value)
+    assert message.startswith("waited 0.01 s for 2 span(s), 1 arrived: [{")
+    assert "'name': 'only'" in message
+    assert message.endswith("; about it: {'status': 200}")
+    assert recorder.take_one()["name"] == "only"

@@ -66,15 +66,26 @@ class SpanRecorder(TransportABC):
     def take_one(self) -> dict[str, Any]:
         return self.take(1)[0]
 
-    async def wait_for(self, count: int, timeout: float = 5.0) -> None:
-        """Wait (bounded) until at least ``count`` untaken spans have arrived."""
+    async def wait_for(self, count: int, timeout: float = 5.0, about: object = None) -> None:
+        """Wait (bounded) until at least ``count`` untaken spans have arrived.
+
+        On time out the failure lists the spans that did arrive, and ``about`` (what the other
+        side said, say), so a lost span shows why rather than as a bare ``TimeoutError``.
+        """
 
         async def arrived() -> None:
             while len(self._pending) < count:
                 self._arrived.clear()
                 await self._arrived.wait()
 
-        await asyncio.wait_for(arrived(), timeout)
+        try:
+            await asyncio.wait_for(arrived(), timeout)
+        except TimeoutError:
+            context = "" if about is None else f"; about it: {about!r}"
+            raise AssertionError(
+                f"waited {timeout} s for {count} span(s), {len(self._pending)} arrived:"
+                f" {self._pending}{context}"
+            ) from None
 
     def expect_none(self) -> None:
         assert self._pending == [], f"unexpected spans: {self._pending}"
