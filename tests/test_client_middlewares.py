@@ -35,7 +35,8 @@ pytestmark = pytest.mark.skipif(
 
 class Service:
     """``/digest`` wants Digest authorization (any); ``/flaky`` answers 503 twice, then 200;
-    ``/token`` hands out a token that ``/api`` wants. Every request is recorded."""
+    ``/token`` hands out a token that ``/api`` wants; ``/a`` redirects to ``/b``, ``/b`` to
+    ``/c``, which answers "landed". Every request is recorded."""
 
     def __init__(self) -> None:
         self.received: list[Received] = []
@@ -69,9 +70,21 @@ class Service:
         ok = request.headers.get("Authorization") == "Bearer t0ken"
         return web.Response(status=200 if ok else 401, text="api")
 
+    async def a(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        raise web.HTTPFound("/b")
+
+    async def b(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        raise web.HTTPFound("/c")
+
+    async def c(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        return web.Response(text="landed")
+
     def app(self) -> web.Application:
         app = web.Application()
-        for name in ("digest", "flaky", "token", "api"):
+        for name in ("digest", "flaky", "token", "api", "a", "b", "c"):
             app.router.add_route("*", f"/{name}", getattr(self, name))
         return app
 
@@ -216,3 +229,97 @@ async def test_a_token_fetched_inside_a_middleware_is_a_span_of_its_own(
     assert_propagated(token_received, token)
     assert_propagated(api_received, api)
     assert "t0ken" not in json.dumps([token, api])
+
+
+# -- a middleware that answers from a cache ------------------------------------------------------
+
+WIRE = {"connect.start", "connect.end", "connection.reuse", "ws", "retry"}
+
+
+def caching(paths: set[str]) -> Any:
+    """A cache middleware: the responses of ``paths`` are kept, read, and handed out again
+    without calling the handler (nothing goes on the wire, no connection signal fires)."""
+    cache: dict[str, aiohttp.ClientResponse] = {}
+
+    async def middleware(request: Any, handler: Any) -> aiohttp.ClientResponse:
+        path = request.url.path
+        if path in cache:
+            return cache[path]
+        response: aiohttp.ClientResponse = await handler(request)
+        if path in paths:
+            await response.read()
+            cache[path] = response
+        return response
+
+    return middleware
+
+
+async def fill(session: aiohttp.ClientSession, url: URL, recorder: SpanRecorder) -> None:
+    """One request that puts ``url``'s response in the cache, its span taken."""
+    async with session.get(url, allow_redirects=False) as response:
+        await response.read()
+    recorder.take_one()
+
+
+async def test_a_response_from_a_cache_is_a_span_without_the_wire(
+    make_session: Any, service: Service, recorder: SpanRecorder
+) -> None:
+    session = make_session(session_kwargs={"middlewares": (caching({"/c"}),)})
+    await fill(session, service.url / "c", recorder)
+
+    assert await outcome(session, service.url / "c") == (200, "landed")
+
+    span = recorder.take_one()
+    assert span["tags"]["http.status_code"] == "200"
+    assert span["tags"]["http.path"] == "/c"
+    assert WIRE.isdisjoint(values(span)), values(span)
+    assert len(service.received) == 1  # only the request that filled the cache
+
+
+async def test_a_cached_redirect_between_two_sent_hops_is_a_span_too(
+    make_session: Any, service: Service, recorder: SpanRecorder
+) -> None:
+    """/a is sent, /b's 302 comes from the cache, /c is sent: three hops, three spans, each
+    with its own status; only /a and /c reached the service, each with its own span's ids."""
+    session = make_session(session_kwargs={"middlewares": (caching({"/b"}),)})
+    await fill(session, service.url / "b", recorder)
+    del service.received[:]
+
+    assert await outcome(session, service.url / "a") == (200, "landed")
+
+    spans = {span["tags"]["http.path"]: span for span in recorder.take(3)}
+    assert sorted(spans) == ["/a", "/b", "/c"]
+    assert [spans[path]["tags"]["http.status_code"] for path in ("/a", "/b", "/c")] == [
+        "302",
+        "302",
+        "200",
+    ]
+    assert WIRE.isdisjoint(values(spans["/b"])), values(spans["/b"])
+    assert {span["traceId"] for span in spans.values()} == {spans["/a"]["traceId"]}
+    assert len({span["id"] for span in spans.values()}) == 3
+    sent_a, sent_c = service.received
+    assert (sent_a.path, sent_c.path) == ("/a", "/c")
+    assert_propagated(sent_a, spans["/a"])
+    assert_propagated(sent_c, spans["/c"])
+
+
+async def test_a_cached_final_response_after_a_redirect_is_a_span_too(
+    make_session: Any, service: Service, recorder: SpanRecorder
+) -> None:
+    """/b is sent and redirects to /c, whose response comes from the cache: the caller got
+    two responses, and sees two spans, as when /c was sent or /b came from the cache."""
+    session = make_session(session_kwargs={"middlewares": (caching({"/c"}),)})
+    await fill(session, service.url / "c", recorder)
+    del service.received[:]
+
+    assert await outcome(session, service.url / "b") == (200, "landed")
+
+    spans = {span["tags"]["http.path"]: span for span in recorder.take(2)}
+    assert sorted(spans) == ["/b", "/c"]
+    assert spans["/b"]["tags"]["http.status_code"] == "302"
+    assert spans["/c"]["tags"]["http.status_code"] == "200"
+    assert WIRE.isdisjoint(values(spans["/c"])), values(spans["/c"])
+    assert spans["/c"]["traceId"] == spans["/b"]["traceId"]
+    assert spans["/c"]["timestamp"] >= spans["/b"]["timestamp"] + spans["/b"]["duration"]
+    (sent_b,) = service.received
+    assert_propagated(sent_b, spans["/b"])
