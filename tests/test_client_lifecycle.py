@@ -27,7 +27,7 @@ import aiozipkin_client
 from aiozipkin_client._compat import SIGNALS_CLOSE
 from aiozipkin_client._state import Hop, TraceConfigContext
 from tests.kit.recorder import SpanRecorder
-from tests.kit.servers import Backend, LoopbackResolver, refused_url, start_app
+from tests.kit.servers import Backend, LoopbackResolver, raw_server, refused_url, start_app
 from tests.kit.signals import GatedResolver, Observer, gated_body_app
 
 MS = re.compile(r"\d+\.\d{3}")
@@ -552,15 +552,10 @@ async def test_a_dead_pooled_connection_is_retried_within_the_span(
         finally:
             writer.close()
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    url = URL.build(scheme="http", host="127.0.0.1", port=server.sockets[0].getsockname()[1])
-    try:
+    async with raw_server(serve) as url:
         session = sessions()
         assert await read(session, url / "first") == b"ok"
         assert await read(session, url / "second") == b"ok"
-    finally:
-        server.close()
-        await server.wait_closed()
 
     first, second = recorder.take(2)
     assert values(first) == ["connect.start", "connect.end", "ws", "wr"]
@@ -600,18 +595,13 @@ async def test_connect_ms_adds_up_every_attempt_in_milliseconds(
         finally:
             writer.close()
 
-    server = await asyncio.start_server(drop_first, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
+    async with raw_server(drop_first) as url:
         session = sessions(
             connector=aiohttp.TCPConnector(
                 resolver=LoopbackResolver(delay=0.03), use_dns_cache=False
             )
         )
-        assert await read(session, URL(f"http://localhost:{port}/x")) == b"ok"
-    finally:
-        server.close()
-        await server.wait_closed()
+        assert await read(session, url.with_host("localhost") / "x") == b"ok"
 
     assert connections == 2
     span = recorder.take_one()

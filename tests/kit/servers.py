@@ -14,7 +14,18 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-__all__ = ("Backend", "LoopbackResolver", "Received", "b3_headers", "refused_url", "start_app")
+__all__ = (
+    "Backend",
+    "LoopbackResolver",
+    "Received",
+    "b3_headers",
+    "raw_server",
+    "refused_url",
+    "start_app",
+)
+
+#: What a raw server runs for each connection it accepts.
+ConnectionHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -64,6 +75,39 @@ async def start_app(
         yield URL.build(scheme=scheme, host=host, port=port)
     finally:
         await runner.cleanup()
+
+
+@asynccontextmanager
+async def raw_server(handler: ConnectionHandler) -> AsyncIterator[URL]:
+    """Serve raw bytes: ``handler`` gets each connection's reader and writer, for answers that
+    an aiohttp application cannot give (a close mid-body, no answer at all). Yields
+    ``http://127.0.0.1:<port>``."""
+    open_writers: set[asyncio.StreamWriter] = set()
+    closing = False
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        open_writers.add(writer)
+        try:
+            await handler(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            if not closing:
+                raise
+        finally:
+            open_writers.discard(writer)
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield URL.build(scheme="http", host="127.0.0.1", port=port)
+    finally:
+        # Python 3.12+ waits in wait_closed() for every connection to end: a handler still
+        # waiting for a request that never comes is ended here, not by its own timeout.
+        closing = True
+        server.close()
+        for writer in list(open_writers):
+            writer.close()
+        await server.wait_closed()
 
 
 @dataclass
