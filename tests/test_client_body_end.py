@@ -14,10 +14,12 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from aiozipkin.tracer import Tracer
 from yarl import URL
 
+import aiozipkin_client
 from tests.kit.recorder import SpanRecorder
-from tests.kit.servers import start_app
+from tests.kit.servers import raw_server, start_app
 from tests.kit.signals import gated_body_app
 
 FIRST = b"a" * 10
@@ -183,6 +185,50 @@ async def test_server_resetting_mid_body_is_a_lost_connection(
     assert span["tags"]["error"].startswith("ClientPayloadError: Response payload is not complete")
 
 
+async def test_a_body_lost_before_our_on_request_end_is_a_lost_connection(
+    tracer: Tracer, recorder: SpanRecorder
+) -> None:
+    """The server sends half the body and closes while another trace config's
+    ``on_request_end`` still awaits: by the time ours runs the connection is already gone, so
+    there is no closed future to watch and the loss must be learnt at the release."""
+
+    async def half_then_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n" + FIRST)
+        await writer.drain()
+        writer.close()
+
+    closed = asyncio.Event()
+
+    async def slow_end(session: Any, ctx: Any, params: aiohttp.TraceRequestEndParams) -> None:
+        # Until the client has seen the close (bounded, so a change of order fails, not hangs).
+        connection = params.response.connection
+        for _ in range(100):
+            if connection is None or connection.protocol is None:
+                break
+            if not connection.protocol.is_connected():
+                break
+            await asyncio.sleep(0.01)
+        closed.set()
+
+    other = aiohttp.TraceConfig()
+    other.on_request_end.append(slow_end)
+    ours = aiozipkin_client.make_trace_config(tracer)
+    async with (
+        raw_server(half_then_close) as url,
+        aiohttp.ClientSession(trace_configs=[other, ours]) as session,
+        session.get(url / "body") as resp,
+    ):
+        assert closed.is_set()
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await resp.read()
+
+    span = recorder.take_one()
+    assert values(span)[-1] == "connection.lost"
+    assert span["tags"]["http.response.size"] == str(len(FIRST))
+    assert span["tags"]["error"].startswith("ClientPayloadError")
+
+
 @pytest.mark.parametrize("streamed", [False, True], ids=["read", "streamed"])
 async def test_a_body_ended_by_the_servers_close_is_complete_not_lost(
     streamed: bool, session: aiohttp.ClientSession, recorder: SpanRecorder
@@ -199,17 +245,11 @@ async def test_a_body_ended_by_the_servers_close_is_complete_not_lost(
         writer.write(REST)
         writer.close()
 
-    server = await asyncio.start_server(close_delimited, "127.0.0.1", 0)
-    url = URL.build(scheme="http", host="127.0.0.1", port=server.sockets[0].getsockname()[1])
-    try:
-        async with session.get(url / "old-style") as resp:
-            if streamed:
-                body = b"".join([chunk async for chunk in resp.content.iter_any()])
-            else:
-                body = await resp.read()
-    finally:
-        server.close()
-        await server.wait_closed()
+    async with raw_server(close_delimited) as url, session.get(url / "old-style") as resp:
+        if streamed:
+            body = b"".join([chunk async for chunk in resp.content.iter_any()])
+        else:
+            body = await resp.read()
 
     assert body == FIRST + REST
     span = recorder.take_one()

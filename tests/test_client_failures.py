@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from typing import Any
 
 import aiohttp
@@ -19,7 +20,8 @@ import aiozipkin_client
 from tests.kit.assertions import assert_propagated
 from tests.kit.collector import running_collector
 from tests.kit.recorder import SpanRecorder
-from tests.kit.servers import Backend, refused_url, start_app
+from tests.kit.servers import Backend, raw_server, refused_url, start_app
+from tests.kit.signals import gated_body_app
 
 
 @pytest.fixture
@@ -132,6 +134,55 @@ async def test_a_failing_reporter_never_changes_the_request(
     assert caplog.text.count("transport exploded") >= 3
     assert len(backend.received) == 2
     # aiozipkin drops the record from its table before calling the transport: nothing leaks.
+    assert tracer._records == {}
+
+
+FIRST, REST = b"a" * 10, b"b" * 10
+
+
+async def half_then_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Headers promising 20 bytes, 10 of them, then the connection closes."""
+    await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n" + FIRST)
+    await writer.drain()
+    await asyncio.sleep(0.05)  # after on_request_end: the body's end is watched
+    writer.close()
+
+
+@pytest.mark.parametrize("end", ["complete", "released", "lost"])
+async def test_a_failing_reporter_at_the_body_end_is_logged_by_us(
+    end: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The span ends in one of aiohttp's callbacks (end of body, release, closed connection),
+    whose own guards would swallow our error without a word or blame aiohttp for it: we log
+    it, once, and the caller gets what it would have got."""
+    tracer = aiozipkin.Tracer(
+        ExplodingTransport(), Sampler(sample_rate=1.0), aiozipkin.create_endpoint("a")
+    )
+    config = aiozipkin_client.make_trace_config(tracer)
+    gate = asyncio.Event()
+    async with AsyncExitStack() as stack:
+        if end == "lost":
+            url = await stack.enter_async_context(raw_server(half_then_close))
+        else:
+            url = await stack.enter_async_context(start_app(gated_body_app(gate, FIRST, REST)))
+        session = await stack.enter_async_context(aiohttp.ClientSession(trace_configs=[config]))
+        async with session.get(url / "body") as resp:
+            assert await resp.content.readexactly(len(FIRST)) == FIRST
+            if end == "complete":
+                gate.set()
+                assert await resp.read() == REST
+            elif end == "lost":
+                with pytest.raises(aiohttp.ClientPayloadError):
+                    await resp.read()
+        gate.set()
+
+    ours = [record for record in caplog.records if record.name == "aiozipkin_client"]
+    assert [record.getMessage() for record in ours] == [
+        "aiozipkin_client: ending the span at the response end failed"
+    ]
+    assert ours[0].exc_info is not None
+    assert str(ours[0].exc_info[1]) == "transport exploded"
     assert tracer._records == {}
 
 
