@@ -13,6 +13,7 @@ two never share annotations.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 from collections.abc import AsyncIterator
@@ -21,8 +22,10 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from aiozipkin.tracer import Tracer
 from yarl import URL
 
+import aiozipkin_client
 from tests.kit.assertions import assert_propagated
 from tests.kit.recorder import SpanRecorder
 from tests.kit.servers import Received, start_app
@@ -42,6 +45,8 @@ class Service:
         self.received: list[Received] = []
         self.flaky_calls = 0
         self.url = URL()
+        self.holding = asyncio.Event()
+        self.release = asyncio.Event()
 
     async def _record(self, request: web.Request) -> None:
         body = await request.read()
@@ -70,6 +75,13 @@ class Service:
         ok = request.headers.get("Authorization") == "Bearer t0ken"
         return web.Response(status=200 if ok else 401, text="api")
 
+    async def hold(self, request: web.Request) -> web.Response:
+        """Answers once ``release`` is set (5 s at most); ``holding`` says it arrived."""
+        await self._record(request)
+        self.holding.set()
+        await asyncio.wait_for(self.release.wait(), 5)
+        return web.Response(text="held")
+
     async def a(self, request: web.Request) -> web.Response:
         await self._record(request)
         raise web.HTTPFound("/b")
@@ -84,7 +96,7 @@ class Service:
 
     def app(self) -> web.Application:
         app = web.Application()
-        for name in ("digest", "flaky", "token", "api", "a", "b", "c"):
+        for name in ("digest", "flaky", "token", "api", "hold", "a", "b", "c"):
             app.router.add_route("*", f"/{name}", getattr(self, name))
         return app
 
@@ -167,6 +179,60 @@ async def test_a_retry_middleware_attempt_by_attempt(
     assert len(service.received) == 3
     for received in service.received:
         assert_propagated(received, span)
+
+
+async def test_a_retry_that_waits_for_a_connection_is_one_retry_then_the_queue(
+    tracer: Tracer, service: Service, recorder: SpanRecorder
+) -> None:
+    """A retry middleware backs off; meanwhile another request takes the only connection
+    (``limit=1``), so the next attempt waits in aiohttp's queue. ``retry`` comes once per
+    attempt, before that attempt's queueing."""
+    others: list[asyncio.Task[tuple[int, str] | tuple[str, str]]] = []
+    session: aiohttp.ClientSession
+
+    async def retry_with_backoff(request: Any, handler: Any) -> aiohttp.ClientResponse:
+        for attempt in range(3):
+            response: aiohttp.ClientResponse = await handler(request)
+            if response.status != 503:
+                break
+            response.release()
+            if attempt == 0:
+                # The back-off: another request gets the connection in the meantime.
+                others.append(asyncio.create_task(outcome(session, service.url / "hold")))
+                await asyncio.wait_for(service.holding.wait(), 5)
+        return response
+
+    async def queued(session: Any, ctx: Any, params: Any) -> None:
+        service.release.set()  # our attempt waits: the other request may now finish
+
+    watcher = aiohttp.TraceConfig()
+    watcher.on_connection_queued_start.append(queued)
+    configs = [aiozipkin_client.make_trace_config(tracer), watcher]
+    async with aiohttp.ClientSession(
+        trace_configs=configs,
+        connector=aiohttp.TCPConnector(limit=1),
+        middlewares=(retry_with_backoff,),
+    ) as session:
+        assert await outcome(session, service.url / "flaky") == (200, "flaky")
+        assert await others[0] == (200, "held")
+
+    spans = {span["tags"]["http.path"]: span for span in recorder.take(2)}
+    assert values(spans["/flaky"]) == [
+        "connect.start",
+        "connect.end",
+        "ws",
+        "retry",
+        "queue.start",
+        "queue.end",
+        "connection.reuse",
+        "ws",
+        "retry",
+        "connection.reuse",
+        "ws",
+        "wr",
+    ]
+    assert values(spans["/hold"]) == ["connection.reuse", "ws", "wr"]
+    assert spans["/flaky"]["tags"]["http.status_code"] == "200"
 
 
 async def test_a_middleware_that_raises_ends_the_span_with_its_error(
