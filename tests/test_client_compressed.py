@@ -19,6 +19,7 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
+from tests.kit.assertions import outcome
 from tests.kit.recorder import SpanRecorder
 from tests.kit.servers import start_app
 
@@ -85,17 +86,10 @@ async def test_the_size_is_what_the_caller_reads(
 async def test_a_body_that_does_not_decode_fails_as_without_tracing(
     encoding: str, make_session: Any, server: URL, recorder: SpanRecorder
 ) -> None:
-    async def outcome(session: aiohttp.ClientSession) -> tuple[str, str]:
-        try:
-            async with session.get(server / encoding / "broken") as response:
-                await response.read()
-        except aiohttp.ClientError as exc:
-            return type(exc).__name__, str(exc)
-        raise AssertionError("the broken body decoded")
-
+    url = server / encoding / "broken"
     async with aiohttp.ClientSession() as untraced:
-        expected = await outcome(untraced)
-    got = await outcome(make_session())
+        expected = await outcome(untraced, url)
+    got = await outcome(make_session(), url)
 
     assert got == expected
     assert got[0] == "ClientPayloadError"

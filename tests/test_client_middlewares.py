@@ -26,7 +26,7 @@ from aiozipkin.tracer import Tracer
 from yarl import URL
 
 import aiozipkin_client
-from tests.kit.assertions import assert_propagated
+from tests.kit.assertions import assert_propagated, outcome
 from tests.kit.recorder import SpanRecorder
 from tests.kit.servers import Received, start_app
 
@@ -111,16 +111,6 @@ async def service() -> AsyncIterator[Service]:
 
 def values(span: dict[str, Any]) -> list[str]:
     return [annotation["value"] for annotation in span["annotations"]]
-
-
-async def outcome(
-    session: aiohttp.ClientSession, url: URL, **kwargs: Any
-) -> tuple[int, str] | tuple[str, str]:
-    try:
-        async with session.get(url, **kwargs) as response:
-            return response.status, await response.text()
-    except Exception as exc:
-        return type(exc).__name__, str(exc)
 
 
 async def test_digest_authentication_is_one_span_with_a_retry(

@@ -20,9 +20,8 @@ from typing import Any
 import aiohttp
 import pytest
 import trustme
-from yarl import URL
 
-from tests.kit.assertions import assert_propagated
+from tests.kit.assertions import assert_propagated, outcome
 from tests.kit.proxy import ForwardProxy, start_proxy
 from tests.kit.recorder import SpanRecorder
 from tests.kit.servers import Backend, LoopbackResolver, b3_headers, refused_url, start_app
@@ -89,15 +88,6 @@ def no_credentials(spans: list[dict[str, Any]], *secrets: str) -> None:
         assert secret not in text, f"{secret!r} in {text}"
 
 
-async def outcome(session: aiohttp.ClientSession, url: URL, **kwargs: Any) -> tuple[str, str]:
-    """What the caller got: the status and body, or the exception's type and text."""
-    try:
-        async with session.get(url, **kwargs) as response:
-            return str(response.status), await response.text()
-    except aiohttp.ClientError as exc:
-        return type(exc).__name__, str(exc)
-
-
 async def test_https_exchange_is_one_span_and_b3_arrives_inside_tls(
     session: aiohttp.ClientSession,
     tls_backend: Backend,
@@ -106,7 +96,7 @@ async def test_https_exchange_is_one_span_and_b3_arrives_inside_tls(
 ) -> None:
     url = tls_backend.url / "ok"
 
-    assert await outcome(session, url, ssl=trusting) == ("200", "ok")
+    assert await outcome(session, url, ssl=trusting) == (200, "ok")
 
     span = recorder.take_one()
     assert span["tags"]["http.url"] == str(url)
@@ -149,7 +139,7 @@ async def test_plain_http_through_a_proxy_the_span_is_the_services(
 ) -> None:
     url = backend.url / "ok"
 
-    assert await outcome(session, url, proxy=proxy.url) == ("200", "ok")
+    assert await outcome(session, url, proxy=proxy.url) == (200, "ok")
 
     span = recorder.take_one()
     assert span["tags"]["http.url"] == str(url)
@@ -174,7 +164,7 @@ async def test_https_through_a_tunnel_b3_travels_only_inside_it(
 ) -> None:
     url = tls_backend.url / "ok"
 
-    assert await outcome(session, url, ssl=trusting, proxy=proxy.url) == ("200", "ok")
+    assert await outcome(session, url, ssl=trusting, proxy=proxy.url) == (200, "ok")
 
     span = recorder.take_one()
     assert span["tags"]["http.url"] == str(url)
@@ -212,7 +202,7 @@ async def test_a_proxy_refusing_the_credentials(
     span = recorder.take_one()
     assert span["tags"]["http.status_code"] == "407"
     if scheme == "http":
-        assert got == ("407", "")
+        assert got == (407, "")
         assert span["tags"]["error"] == "407"
     else:
         assert got[0] == "ClientHttpProxyError"
@@ -267,8 +257,8 @@ async def test_the_proxys_own_lookup_has_no_annotation(
         by_name = proxy.url.with_host("localhost")
         direct = backend.url.with_host("localhost") / "ok"
 
-        assert await outcome(session, backend.url / "ok", proxy=by_name) == ("200", "ok")
-        assert await outcome(session, direct) == ("200", "ok")
+        assert await outcome(session, backend.url / "ok", proxy=by_name) == (200, "ok")
+        assert await outcome(session, direct) == (200, "ok")
 
     through, straight = recorder.take(2)
     assert [a["value"] for a in through["annotations"]][:2] == ["connect.start", "connect.end"]
@@ -290,7 +280,7 @@ async def test_propagate_to_is_asked_about_the_service_not_the_proxy(
     port = backend.url.port if allowed == "service" else proxy.url.port
     session = make_session(propagate_to=lambda url: url.port == port)
 
-    assert await outcome(session, backend.url / "ok", proxy=proxy.url) == ("200", "ok")
+    assert await outcome(session, backend.url / "ok", proxy=proxy.url) == (200, "ok")
 
     span = recorder.take_one()
     (seen,) = proxy.requests

@@ -4,11 +4,27 @@ from __future__ import annotations
 
 from typing import Any
 
+import aiohttp
 from aiozipkin.helpers import TraceContext
+from yarl import URL
 
 from .servers import Received
 
-__all__ = ("assert_client_span", "assert_propagated", "scrubbed")
+__all__ = ("assert_client_span", "assert_propagated", "outcome", "scrubbed")
+
+#: What a caller got from a request: its status and body, or its exception's type and text.
+Outcome = tuple[int, str] | tuple[str, str]
+
+
+async def outcome(session: aiohttp.ClientSession, url: URL, **kwargs: Any) -> Outcome:
+    """GET ``url`` and read the body as text: ``(status, body)``, or ``(exception type name,
+    message)`` when it fails. Compared between a traced session and an untraced one, it shows
+    that tracing changed nothing the caller sees."""
+    try:
+        async with session.get(url, **kwargs) as response:
+            return response.status, await response.text()
+    except Exception as exc:
+        return type(exc).__name__, str(exc)
 
 
 def assert_client_span(span: dict[str, Any], parent: TraceContext | None) -> None:
