@@ -408,13 +408,13 @@ class ClientTracing:
         try:
             ctx.ended = True
             hop = ctx.hop
-            if hop is None or (not hop.active and hop.url != params.url):
-                # aiohttp returned the last redirect's response (its hop is closed, its span
-                # ready): no hop, or one prepared that aiohttp did not send.
-                ctx.hop = None
-                self._report_previous(ctx)
-                return
-            if not hop.active:
+            if hop is None or not hop.active:
+                if hop is None or hop.url != params.url:
+                    # aiohttp returned the last redirect's response (its hop is closed, its
+                    # span ready): no hop, or one prepared that aiohttp did not send.
+                    ctx.hop = None
+                    self._report_previous(ctx)
+                    return
                 # Prepared, and for the URL aiohttp returns, but never sent: a client
                 # middleware answered it (a cache). The caller got its response: a hop too.
                 hop.active = True
