@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiozipkin.tracer import Tracer
 from yarl import URL
 
 import aiozipkin_client
@@ -350,6 +351,27 @@ async def test_remote_service_name_fixed_or_computed(
     }
     assert second["remoteEndpoint"]["serviceName"] == f"svc-{port}"
     assert len(backend.received) == 2
+
+
+async def test_remote_endpoints_of_many_services_stay_right_in_a_bounded_table(
+    tracer: Tracer, backend: Backend, recorder: SpanRecorder
+) -> None:
+    """Remote endpoints are kept in a table so that a host's IP literal is parsed once; a
+    client that talks to more services than the table holds must neither grow it without
+    end nor be given another service's endpoint when it is emptied."""
+    config = aiozipkin_client.make_trace_config(
+        tracer, remote_service_name=lambda url: url.query["service"]
+    )
+    count = 300  # more than the table's 256 entries
+    async with aiohttp.ClientSession(trace_configs=[config]) as session:
+        for number in [*range(count), 0, 1]:  # the first two again, after the table emptied
+            async with session.get(backend.url / "ok", params={"service": f"s{number}"}) as r:
+                assert r.status == 200
+    names = [span["remoteEndpoint"]["serviceName"] for span in recorder.take(count + 2)]
+    assert names == [f"s{number}" for number in [*range(count), 0, 1]]
+    handlers = config.on_request_start[0].__self__  # type: ignore[attr-defined]
+    assert 0 < len(handlers._remotes) <= 256
+    assert len(backend.received) == count + 2
 
 
 async def test_request_sampler_decides_new_traces_only(
