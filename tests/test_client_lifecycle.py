@@ -317,6 +317,37 @@ async def test_request_body_annotations_are_the_first_and_the_last_chunk(
     assert stamps["request.body.end"] <= stamps["wr"]
 
 
+@pytest.mark.skipif(
+    not hasattr(aiohttp, "UploadTracker"), reason="aiohttp's UploadTracker arrived in 3.14"
+)
+async def test_an_upload_tracker_reads_the_same_with_tracing(
+    sessions: Factory, recorder: SpanRecorder
+) -> None:
+    """aiohttp 3.14's ``upload_tracker`` watches the same body writer our chunk signal does:
+    what it reports is unchanged by tracing, and agrees with the span."""
+    sizes: list[int] = []
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(4):
+            yield b"x" * 4096
+
+    async def upload(session: aiohttp.ClientSession) -> tuple[int, int, bool]:
+        tracker = aiohttp.UploadTracker()
+        async with session.post(url / "upload", data=body(), upload_tracker=tracker) as resp:
+            assert await resp.text() == "16384"
+        await asyncio.wait_for(tracker.upload_complete, 5)
+        return tracker.attempts, tracker.bytes_written, tracker.upload_complete.done()
+
+    async with start_app(await upload_counting_app(sizes)) as url:
+        async with aiohttp.ClientSession() as untraced:
+            expected = await upload(untraced)
+        got = await upload(sessions())
+
+    assert got == expected == (1, 16384, True)
+    assert sizes == [16384, 16384]
+    assert recorder.take_one()["tags"]["http.request.size"] == "16384"
+
+
 def wide_view() -> memoryview:
     # 1,000 items of 4 bytes: len() says 1,000, the wire carries 4,000 bytes.
     return memoryview(array.array("I", range(1000)))
