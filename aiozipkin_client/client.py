@@ -125,6 +125,20 @@ SIGNALS: Final = (
 )
 
 
+#: When a handler has nothing to do, by the request context's state: the signal then answers
+#: aiohttp itself (see _dispatch), without calling it.
+_IDLE: Final = {
+    **{
+        name: ("hop", None)
+        for name in SIGNALS
+        if name
+        not in ("on_request_start", "on_request_redirect", "on_request_end", "on_request_exception")
+    },
+    "on_request_end": ("ended", True),
+    "on_request_exception": ("ended", True),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class ClientSettings:
     """Every choice :func:`make_trace_config` takes, fixed once at creation."""
@@ -137,6 +151,8 @@ class ClientSettings:
     request_parser: RequestParser
     response_parser: ResponseParser
     connection_phases: Literal["annotations", "spans"]
+    #: Never traced, whatever ``exclude`` says (see :class:`Collector`).
+    collector: Collector | None = None
 
 
 _Params = TypeVar("_Params")
@@ -184,6 +200,7 @@ class ClientTracing:
         self._sink = SpanSink(tracer)
         # Read on every request: kept as attributes of their own.
         self._exclude = settings.exclude
+        self._collector = settings.collector
         self._sampler = settings.sampler
         self._propagate_to = settings.propagate_to
         self._b3_format = settings.b3_format
@@ -220,6 +237,15 @@ class ClientTracing:
             if last is None or last() is not session:
                 check.check(session)
             url = params.url
+            # The collector first, its check written out: it is every tracer's, and one
+            # comparison of the raw path rules out nearly every request.
+            collector = self._collector
+            if collector is not None:
+                raw_path = url.raw_path
+                if (
+                    raw_path == collector.raw_path or collector.escaped or "%" in raw_path
+                ) and collector.matches(url):
+                    return
             for matches in self._exclude:
                 if matches(url):
                     return
@@ -1134,25 +1160,37 @@ def _url_matcher(pattern: UrlPattern) -> Callable[[URL], bool]:
     return matches
 
 
-def _collector_matcher(tracer: Tracer) -> Callable[[URL], bool] | None:
-    """Never trace the tracer's own posts to its collector (and so never trace a trace)."""
-    transport = tracer._transport
-    address = getattr(transport, "address", None) or getattr(transport, "_address", None)
-    if address is None:
-        return None
-    collector = URL(str(address))
-    origin, raw_path, path = collector.origin(), collector.raw_path, collector.path
-    escaped = "%" in raw_path
+@dataclass(frozen=True, slots=True)
+class Collector:
+    """The tracer's collector URL, which is never traced (so a trace is never traced)."""
 
-    def is_collector(url: URL) -> bool:
-        # The path first: it rules out nearly every request. Compared as the URL holds it
-        # (decoding every request's path would cost more than the rest of this check); only a
-        # path with escapes on either side can mean the same while written differently.
-        raw = url.raw_path
-        same = raw == raw_path or ((escaped or "%" in raw) and url.path == path)
-        return same and url.is_absolute() and url.origin() == origin
+    origin: URL
+    raw_path: str
+    path: str
+    #: The collector's path has escapes: a request's may then mean it written differently.
+    escaped: bool
 
-    return is_collector
+    @classmethod
+    def of(cls, tracer: Tracer) -> Collector | None:
+        """The collector of ``tracer``'s transport, if it has an address."""
+        transport = tracer._transport
+        address = getattr(transport, "address", None) or getattr(transport, "_address", None)
+        if address is None:
+            return None
+        url = URL(str(address))
+        return cls(url.origin(), url.raw_path, url.path, "%" in url.raw_path)
+
+    def matches(self, url: URL) -> bool:
+        """True for a request to the collector: its origin and path, whatever the query.
+
+        Paths are compared as the URLs hold them (decoding every request's path would cost
+        more than the rest of the check); only a path with escapes on either side can mean
+        the same while written differently, and only then are the decoded paths compared.
+        """
+        same_path = url.raw_path == self.raw_path or (
+            (self.escaped or "%" in url.raw_path) and url.path == self.path
+        )
+        return same_path and url.is_absolute() and url.origin() == self.origin
 
 
 def _service_namer(value: RemoteServiceName | None) -> Callable[[URL], str | None] | None:
@@ -1223,14 +1261,11 @@ def make_trace_config(
         raise ValueError(
             f'connection_phases must be "annotations" or "spans", not {connection_phases!r}'
         )
-    exclude = [_url_matcher(pattern) for pattern in exclude_urls]
-    collector = _collector_matcher(tracer)
-    if collector is not None:
-        exclude.append(collector)
     settings = ClientSettings(
         b3_format=b3_format,
         propagate_to=_host_filter(propagate_to),
-        exclude=tuple(exclude),
+        exclude=tuple(_url_matcher(pattern) for pattern in exclude_urls),
+        collector=Collector.of(tracer),
         remote_service_name=_service_namer(remote_service_name),
         sampler=sampler,
         request_parser=request_parser,
@@ -1239,7 +1274,11 @@ def make_trace_config(
     )
     handlers = ClientTracing(tracer, settings)
     trace_config = aiohttp.TraceConfig(trace_config_ctx_factory=TraceConfigContext)
-    use_direct_signals(trace_config, SIGNALS)
+    # aiohttp makes each request's context with trace_config_ctx(trace_request_ctx=...), a
+    # method that calls the factory with the same keyword: the factory itself, in its place,
+    # does the same with a call less on every request.
+    trace_config.trace_config_ctx = TraceConfigContext  # type: ignore[method-assign,assignment]
+    use_direct_signals(trace_config, SIGNALS, _IDLE)
     for signal_name in SIGNALS:
         getattr(trace_config, signal_name).append(getattr(handlers, signal_name))
     return trace_config

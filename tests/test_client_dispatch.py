@@ -20,12 +20,13 @@ from typing import Any
 import aiohttp
 import pytest
 from aiosignal import Signal
+from aiozipkin.helpers import TraceContext
 from aiozipkin.tracer import Tracer
 
 import aiozipkin_client
 from aiozipkin_client import annotations as ann
-from aiozipkin_client._dispatch import DirectSignal, use_direct_signals
-from aiozipkin_client.client import SIGNALS
+from aiozipkin_client._dispatch import NOTHING_TO_DO, DirectSignal, use_direct_signals
+from aiozipkin_client.client import SIGNALS, ClientTracing
 from aiozipkin_client.parsers import ERROR
 from tests.kit.recorder import SpanRecorder
 from tests.kit.servers import Backend, LoopbackResolver, refused_url
@@ -205,12 +206,59 @@ async def test_what_the_only_receiver_returns_or_raises_reaches_the_sender() -> 
 
     signal.append(receiver)
     signal.freeze()
-    assert await signal.send("ok", 2) == "returned"
+    assert await signal.send("ok", 2, 3) == "returned"
     with pytest.raises(ValueError, match="from the receiver"):
-        await signal.send("fail", 3)
-    # Keywords go through aiosignal's own send(), which returns nothing.
-    assert await signal.send("kw", key=1) is None
-    assert calls == [("ok", 2), ("fail", 3), ("kw", 1)]
+        await signal.send("fail", 2, 3)
+    # Anything but aiohttp's three positional arguments goes through aiosignal's own send(),
+    # which calls the receiver with the same arguments and returns nothing.
+    assert await signal.send("kw", 2, 3, key=4) is None
+    assert await signal.send("two", 2) is None
+    assert await signal.send("four", 2, 3, 4) is None
+    assert await signal.send("one") is None
+    assert calls == [
+        ("ok", 2, 3),
+        ("fail", 2, 3),
+        ("kw", 2, 3, 4),
+        ("two", 2),
+        ("four", 2, 3, 4),
+        ("one",),
+    ]
+
+
+async def test_an_idle_signal_answers_for_a_receiver_with_nothing_to_do() -> None:
+    signal = DirectSignal(None, idle=("hop", None))
+    calls: list[object] = []
+
+    async def receiver(*args: object, **kwargs: object) -> str:
+        calls.append(kwargs.get("params", args[2] if len(args) > 2 else None))
+        return "called"
+
+    signal.append(receiver)
+    signal.freeze()
+    idle, busy, bare = SimpleNamespace(hop=None), SimpleNamespace(hop="a hop"), SimpleNamespace()
+
+    # The same finished awaitable every time, awaited as often as aiohttp sends.
+    for index in range(3):
+        answer = signal.send("session", idle, index)
+        assert answer is NOTHING_TO_DO
+        assert await answer is None
+    # A context without the attribute counts as having its idle value.
+    assert await signal.send("session", bare, "bare") is None
+    assert await signal.send("session", busy, "busy") == "called"
+    # Keywords or other arguments go through aiosignal, which always calls the receiver.
+    assert await signal.send("session", idle, params="keyword") is None
+    assert calls == ["busy", "keyword"]
+
+
+async def test_the_finished_awaitable_can_be_awaited_anywhere_any_number_of_times() -> None:
+    async def awaits_it() -> object:
+        return await NOTHING_TO_DO
+
+    # In tasks of their own, side by side, and in this one: it never suspends or fails.
+    results = await asyncio.gather(*(awaits_it() for _ in range(50)))
+    assert results == [None] * 50
+    for _ in range(50):
+        assert await NOTHING_TO_DO is None
 
 
 def test_signals_aiohttp_keeps_elsewhere_or_with_receivers_are_left_alone() -> None:
@@ -263,3 +311,121 @@ def test_a_replacement_the_property_does_not_return_is_undone() -> None:
     hidden: Any = config._on_request_end
     assert hidden is aiohttps_own
     assert config.on_request_end is aiohttps_own
+
+
+@pytest.fixture
+def handler_calls(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """How often each of our signal handlers was really called, by signal name."""
+    calls: Counter[str] = Counter()
+    for name in SIGNALS:
+        original = getattr(ClientTracing, name)
+
+        async def counting(
+            self: ClientTracing,
+            session: aiohttp.ClientSession,
+            ctx: SimpleNamespace,
+            params: Any,
+            _original: Any = original,
+            _name: str = name,
+        ) -> None:
+            calls[_name] += 1
+            await _original(self, session, ctx, params)
+
+        monkeypatch.setattr(ClientTracing, name, counting)
+    return calls
+
+
+PARENT_TRACE = "463ac35c9f6413ad48485a3953bb6124"
+PARENT_SPAN = "a2fb4a1d1a96d312"
+
+
+async def redirect_and_upload(
+    config: aiohttp.TraceConfig, observer: Observer, backend: Backend, sampled: bool
+) -> None:
+    parent = TraceContext(PARENT_TRACE, None, PARENT_SPAN, sampled, False, False)
+    request_ctx = {"span_context": parent}
+    async with aiohttp.ClientSession(trace_configs=[config, observer.config]) as session:
+        async with session.get(
+            backend.url / "redirect/1", trace_request_ctx=request_ctx
+        ) as response:
+            assert await response.text() == "ok"
+        async with session.post(
+            backend.url / "echo", data=streamed_body(), trace_request_ctx=request_ctx
+        ) as response:
+            assert await response.read() == b"".join(b"chunk %d;" % i for i in range(BODY_CHUNKS))
+
+
+async def test_a_request_not_sampled_calls_only_the_handlers_that_carry_its_ids(
+    tracer: Tracer,
+    recorder: SpanRecorder,
+    backend: Backend,
+    handler_calls: Counter[str],
+) -> None:
+    observer = Observer()
+    await redirect_and_upload(aiozipkin_client.make_trace_config(tracer), observer, backend, False)
+
+    # aiohttp sent every signal of a request; ours answered all but these without a call.
+    assert {
+        "on_connection_create_start",
+        "on_connection_reuseconn",
+        "on_request_headers_sent",
+        "on_request_chunk_sent",
+        "on_response_chunk_received",
+        "on_request_end",
+    } <= set(observer.counts)
+    assert handler_calls == {"on_request_start": 2, "on_request_redirect": 1}
+    # And every hop still carried the parent's trace, a span id of its own and the decision.
+    hops = [request.b3() for request in backend.received]
+    assert [request.path for request in backend.received] == ["/redirect/1", "/ok", "/echo"]
+    assert all(hop["x-b3-traceid"] == PARENT_TRACE for hop in hops)
+    assert all(hop["x-b3-parentspanid"] == PARENT_SPAN for hop in hops)
+    assert all(hop["x-b3-sampled"] == "0" for hop in hops)
+    assert len({hop["x-b3-spanid"] for hop in hops}) == 3
+    recorder.expect_none()
+
+
+async def test_a_sampled_request_calls_every_handler_while_its_span_is_open(
+    tracer: Tracer,
+    recorder: SpanRecorder,
+    backend: Backend,
+    handler_calls: Counter[str],
+) -> None:
+    observer = Observer()
+    await redirect_and_upload(aiozipkin_client.make_trace_config(tracer), observer, backend, True)
+
+    spans = recorder.take(3)
+    # Each signal reached our handler as often as aiohttp sent it, but the body's last read:
+    # aiohttp sends it once the body is in, after the span ended with the body (so it has
+    # nothing to do, and it is answered for).
+    assert {
+        name: count
+        for name, count in observer.counts.items()
+        if name != "on_response_chunk_received"
+    } == {
+        name: count for name, count in handler_calls.items() if name != "on_response_chunk_received"
+    }
+    assert (
+        handler_calls["on_response_chunk_received"] < observer.counts["on_response_chunk_received"]
+    )
+    hops = [request.b3() for request in backend.received]
+    assert [span["id"] for span in spans] == [hop["x-b3-spanid"] for hop in hops]
+    assert all(hop["x-b3-sampled"] == "1" for hop in hops)
+    assert ann.REQUEST_BODY_END in values(spans[2])
+
+
+async def test_an_excluded_request_reaches_only_the_start_and_redirect_handlers(
+    tracer: Tracer,
+    recorder: SpanRecorder,
+    backend: Backend,
+    handler_calls: Counter[str],
+) -> None:
+    observer = Observer()
+    config = aiozipkin_client.make_trace_config(tracer, exclude_urls=[r"/(redirect|ok|echo)"])
+    await redirect_and_upload(config, observer, backend, True)
+
+    assert observer.counts["on_request_redirect"] == 1
+    # A redirect is always looked at (a request not sampled has no hop but needs new ids);
+    # here it finds nothing to do.
+    assert handler_calls == {"on_request_start": 2, "on_request_redirect": 1}
+    assert [request.b3() for request in backend.received] == [{}, {}, {}]
+    recorder.expect_none()

@@ -4,6 +4,7 @@ exactly what aiohttp would have given it without tracing."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from typing import Any
@@ -20,7 +21,7 @@ import aiozipkin_client
 from tests.kit.assertions import assert_propagated
 from tests.kit.collector import running_collector
 from tests.kit.recorder import SpanRecorder
-from tests.kit.servers import Backend, raw_server, refused_url, start_app
+from tests.kit.servers import Backend, b3_headers, raw_server, refused_url, start_app
 from tests.kit.signals import gated_body_app
 
 
@@ -242,6 +243,62 @@ async def test_requests_to_the_tracers_collector_are_never_traced(
     assert body == b"[]"
     assert not any(name.lower().startswith("x-b3-") for name in headers)
     assert [body for _, body in posts] == [b"[]"]
+
+
+@pytest.mark.parametrize(
+    ("route", "address_path"),
+    [
+        ("/api/v2/spans", "/api/v2/spans"),
+        # An address whose path keeps an escape (yarl keeps %2B as written): requests spelling
+        # it with a plain "+" are the collector's too, as its server sees the same path.
+        ("/api/v2/sp+ans", "/api/v2/sp%2Bans"),
+    ],
+)
+async def test_only_the_collectors_own_origin_and_path_are_left_untraced(
+    route: str, address_path: str
+) -> None:
+    posts: list[tuple[dict[str, str], bytes]] = []
+    elsewhere: list[dict[str, str]] = []
+
+    async def spans(request: web.Request) -> web.Response:
+        posts.append((b3_headers(request.headers), await request.read()))
+        return web.Response(status=202)
+
+    async def same_path(request: web.Request) -> web.Response:
+        elsewhere.append(b3_headers(request.headers))
+        return web.Response(status=202)
+
+    collector_app, other_app = web.Application(), web.Application()
+    collector_app.router.add_post(route, spans)
+    other_app.router.add_post(route, same_path)
+    async with start_app(collector_app) as url, start_app(other_app) as other_url:
+        address = url.with_path(address_path, encoded=True)
+        assert address.raw_path == address_path
+        tracer = await aiozipkin_client.create(
+            str(address), aiozipkin.create_endpoint("a"), sample_rate=1.0, send_interval=60
+        )
+        config = aiozipkin_client.make_trace_config(tracer)
+        try:
+            async with aiohttp.ClientSession(trace_configs=[config]) as session:
+                # The collector, spelled plainly and with a query: still the collector.
+                async with session.post(url.with_path(route).with_query(x="1"), json=[]) as resp:
+                    assert resp.status == 202
+                # Its path on another server, and another path on the collector's server.
+                async with session.post(other_url.with_path(route), json=[]) as resp:
+                    assert resp.status == 202
+                async with session.post(url.with_path(route + "x"), json=[]) as resp:
+                    assert resp.status == 404
+        finally:
+            await tracer.close()
+
+    assert posts[0] == ({}, b"[]")
+    assert len(elsewhere) == 1
+    assert elsewhere[0]["x-b3-sampled"] == "1"
+    # The tracer's one post: the spans of the two requests that were not the collector's.
+    assert len(posts) == 2
+    reported = json.loads(posts[1][1])
+    assert sorted(span["tags"]["http.path"] for span in reported) == [route, route + "x"]
+    assert {span["remoteEndpoint"]["port"] for span in reported} == {url.port, other_url.port}
 
 
 async def test_a_customizer_kept_past_the_report_changes_nothing(backend: Backend) -> None:
