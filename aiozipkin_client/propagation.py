@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -52,8 +51,10 @@ SINGLE: Final = istr("b3")
 #: Every header name this module reads or writes (HTTP header names are case-insensitive).
 B3_HEADERS: Final = (TRACE_ID, SPAN_ID, PARENT_SPAN_ID, SAMPLED, FLAGS, SINGLE)
 
-_TRACE_ID_RE: Final = re.compile(r"(?:[0-9a-f]{16}){1,2}")
-_SPAN_ID_RE: Final = re.compile(r"[0-9a-f]{16}")
+#: The ids no span may have.
+_ZEROS_16: Final = "0" * 16
+_ZEROS_32: Final = "0" * 32
+_from_hex: Final = bytes.fromhex
 
 
 class B3Format(enum.Enum):
@@ -93,12 +94,28 @@ EMPTY: Final = Extracted(context=None, sampled=None, debug=False)
 
 def is_valid_trace_id(value: str) -> bool:
     """True for 16 or 32 lower-hex characters that are not all zeros."""
-    return _TRACE_ID_RE.fullmatch(value) is not None and value.strip("0") != ""
+    size = len(value)
+    if size == 32:
+        return value != _ZEROS_32 and _is_lower_hex(value)
+    return size == 16 and value != _ZEROS_16 and _is_lower_hex(value)
 
 
 def is_valid_span_id(value: str) -> bool:
     """True for 16 lower-hex characters that are not all zeros."""
-    return _SPAN_ID_RE.fullmatch(value) is not None and value.strip("0") != ""
+    return len(value) == 16 and value != _ZEROS_16 and _is_lower_hex(value)
+
+
+def _is_lower_hex(value: str) -> bool:
+    """True when ``value`` is lower-hex digits only, an even number of them.
+
+    Decoded and encoded again in C: anything else (upper case, a sign, a prefix, the white
+    space ``fromhex`` skips, an odd digit) does not come back the same. A regular expression
+    costs about three times as much, and every request's parent is checked.
+    """
+    try:
+        return _from_hex(value).hex() == value
+    except ValueError:
+        return False
 
 
 def is_valid_parent(context: TraceContext) -> bool:
@@ -117,17 +134,26 @@ def is_valid_parent(context: TraceContext) -> bool:
         context.debug,
     )
     # is_valid_trace_id() and is_valid_span_id(), written out: every request's parent is
-    # checked, and the calls would cost as much as the checks.
-    return (
+    # checked, and the calls would cost a third of what the checks do.
+    if not (
         isinstance(trace_id, str)
         and isinstance(span_id, str)
-        and _TRACE_ID_RE.fullmatch(trace_id) is not None
-        and trace_id.strip("0") != ""
-        and _SPAN_ID_RE.fullmatch(span_id) is not None
-        and span_id.strip("0") != ""
+        and (len(trace_id) == 32 or len(trace_id) == 16)
+        and len(span_id) == 16
+        and trace_id != _ZEROS_32
+        and trace_id != _ZEROS_16
+        and span_id != _ZEROS_16
         and (sampled is None or type(sampled) is bool)
         and type(debug) is bool
-    )
+    ):
+        return False
+    # Both ids in one decoding: each has an even length, so the pair is lower hex exactly
+    # when each is.
+    ids = trace_id + span_id
+    try:
+        return _from_hex(ids).hex() == ids
+    except ValueError:
+        return False
 
 
 def remove_b3_headers(headers: MutableMultiMapping[str]) -> None:

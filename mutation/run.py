@@ -153,14 +153,45 @@ CONSTANT_SETS = (
     ("span encoding", "_KINDS"),
 )
 
+
+def _variants(
+    area: str, old: str, changes: dict[str, str]
+) -> tuple[tuple[str, str, str, str], ...]:
+    """:data:`CONSTANT_EDITS` entries: ``old`` changed to each value of ``changes`` (its label)."""
+    return tuple((area, label, old, new) for label, new in changes.items())
+
+
 #: (area, label, old text, new text): the old text must occur exactly once in the area's file.
 CONSTANT_EDITS = (
-    ("B3 propagation", "trace id: any number of 16-hex groups", "{16}){1,2}", "{16})+"),
-    ("B3 propagation", "trace id: 64-bit only", "{16}){1,2}", "{16}){1}"),
-    ("B3 propagation", "trace id: 128-bit only", "{16}){1,2}", "{16}){2}"),
-    ("B3 propagation", "trace id: upper-hex too", "[0-9a-f]{16}){1,2}", "[0-9a-fA-F]{16}){1,2}"),
-    ("B3 propagation", "span id: up to 32 hex", 'r"[0-9a-f]{16}")', 'r"[0-9a-f]{16,32}")'),
-    ("B3 propagation", "span id: upper-hex too", 'r"[0-9a-f]{16}")', 'r"[0-9a-fA-F]{16}")'),
+    # The id alphabet: decoded and encoded again, an id must come back the same.
+    *_variants(
+        "B3 propagation",
+        "_from_hex(value).hex() == value",
+        {
+            "ids: upper-hex too": "_from_hex(value).hex() == value.lower()",
+            "ids: white space skipped": '_from_hex(value).hex() == "".join(value.split())',
+        },
+    ),
+    *_variants(
+        "parent validation",
+        "_from_hex(ids).hex() == ids",
+        {
+            "parent ids: upper-hex too": "_from_hex(ids).hex() == ids.lower()",
+            "parent ids: white space skipped": '_from_hex(ids).hex() == "".join(ids.split())',
+        },
+    ),
+    (
+        "B3 propagation",
+        "zeros: 16 digits",
+        '_ZEROS_16: Final = "0" * 16',
+        '_ZEROS_16: Final = "0" * 17',
+    ),
+    (
+        "B3 propagation",
+        "zeros: 32 digits",
+        '_ZEROS_32: Final = "0" * 32',
+        '_ZEROS_32: Final = "0" * 31',
+    ),
     (
         "B3 propagation",
         "Extracted not frozen",
@@ -184,13 +215,6 @@ CONSTANT_EDITS = (
     ("URL redaction", "words not split on .", 're.compile(r"[-_.]")', 're.compile(r"[-_]")'),
     ("URL redaction", "mask value changed", 'REDACTED: Final = "REDACTED"', 'REDACTED: Final = ""'),
 )
-
-
-def _variants(
-    area: str, old: str, changes: dict[str, str]
-) -> tuple[tuple[str, str, str, str], ...]:
-    """:data:`CONSTANT_EDITS` entries: ``old`` changed to each value of ``changes`` (its label)."""
-    return tuple((area, label, old, new) for label, new in changes.items())
 
 
 ERRORS = "error redaction"

@@ -82,6 +82,9 @@ def test_trace_ids_b3_carries(trace_id: str) -> None:
         "g" * 16,
         TRACE_64[:-1] + "\n",
         TRACE_64 + "\n",
+        # The length of an id, with white space between whole bytes (a hex decoder skips it).
+        TRACE_64[:14] + "  ",
+        " " + TRACE_128[:30] + "\t",
         int(TRACE_128, 16),
         TRACE_128.encode(),
         None,
@@ -108,6 +111,7 @@ def test_span_ids_b3_carries(span_id: str) -> None:
         "0" * 16,
         "",
         SPAN[:-1] + "\n",
+        SPAN[:8] + " " + SPAN[8:14] + " ",
         int(SPAN, 16),
         SPAN.encode(),
         None,

@@ -210,6 +210,12 @@ MALFORMED_MULTI = [
     pytest.param({"X-B3-TraceId": TRACE_64 + "00", "X-B3-SpanId": SPAN}, id="18-char-trace-id"),
     pytest.param({"X-B3-TraceId": TRACE_64.upper(), "X-B3-SpanId": SPAN}, id="upper-hex"),
     pytest.param({"X-B3-TraceId": "463ac35c9f6413az", "X-B3-SpanId": SPAN}, id="not-hex"),
+    # Sixteen characters, fourteen of them hex digits in whole bytes: white space that a hex
+    # decoder would skip is still not an id.
+    pytest.param({"X-B3-TraceId": "463a c35c9f6413 ", "X-B3-SpanId": SPAN}, id="spaced-trace-id"),
+    pytest.param(
+        {"X-B3-TraceId": TRACE_64, "X-B3-SpanId": "\ta2fb4a1d1a96d3 "}, id="spaced-span-id"
+    ),
     pytest.param({"X-B3-TraceId": "0" * 32, "X-B3-SpanId": SPAN}, id="all-zero-trace-id"),
     pytest.param({"X-B3-TraceId": TRACE_64, "X-B3-SpanId": "0" * 16}, id="all-zero-span-id"),
     pytest.param(
@@ -253,6 +259,8 @@ def test_malformed_multi_headers_are_discarded(headers: dict[str, str]) -> None:
         f"{TRACE_128}-{'0' * 16}-1",
         f"{TRACE_128}-{SPAN}-1-{'0' * 16}",
         f"{TRACE_128}-{SPAN[:-1]}-1",
+        f"{TRACE_128[:30]}  -{SPAN}-1",
+        f"{TRACE_128}- {SPAN[:14]} -1",
     ],
 )
 def test_malformed_single_header_is_discarded(value: str) -> None:
@@ -265,5 +273,8 @@ def test_id_validation() -> None:
     assert is_valid_trace_id("0000000000000000" + TRACE_64)
     assert not is_valid_trace_id("0" * 16)
     assert not is_valid_trace_id(TRACE_128 + "0")
+    assert not is_valid_trace_id(" " + TRACE_128[:30] + " ")
+    assert not is_valid_trace_id(TRACE_64[:14] + "\n\n")
+    assert not is_valid_span_id(SPAN[:14] + "  ")
     assert is_valid_span_id(SPAN)
     assert not is_valid_span_id(TRACE_128)
