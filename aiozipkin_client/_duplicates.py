@@ -6,8 +6,9 @@ aiozipkin's handler adds ``X-B3-Flags: 0`` when it runs after ours. Nothing fail
 notices; this says so once.
 
 How it tells: each of our configs' handlers carry a :class:`DuplicateCheck` (as their
-``duplicate_check`` attribute) that our ``on_request_start`` calls first, and aiozipkin's config
-has its ``ZipkinClientSignals.on_request_start`` there. On the first request of a session, the
+``duplicate_check`` attribute) that our ``on_request_start`` calls first (the config's receiver
+wraps that method), and aiozipkin's config has its ``ZipkinClientSignals.on_request_start``
+there. On the first request of a session, the
 first of our configs in ``session.trace_configs`` looks at the receivers of all of them. A
 session's configs are fixed when it is created, so one look per session is enough. A request on
 the same session as the one before costs one weak-reference comparison with
@@ -75,7 +76,8 @@ class DuplicateCheck:
         our_last = otel_last = -1
         for position, config in enumerate(session.trace_configs):
             for receiver in config.on_request_start:
-                owner = getattr(receiver, "__self__", None)
+                # Ours wraps a method of our handlers (client._receiver); aiozipkin's is one.
+                owner = getattr(getattr(receiver, "__wrapped__", receiver), "__self__", None)
                 check = getattr(owner, "duplicate_check", None)
                 if isinstance(check, DuplicateCheck):
                     ours.append(check)

@@ -161,11 +161,11 @@ _Self = TypeVar("_Self", bound="ClientTracing")
 
 def _signal(
     method: Callable[[_Self, aiohttp.ClientSession, TraceConfigContext, _Params], None],
-) -> Callable[[_Self, aiohttp.ClientSession, SimpleNamespace, _Params], Awaitable[None]]:
-    """Turn a synchronous handler into an aiohttp signal receiver that can never raise."""
+) -> Callable[[_Self, aiohttp.ClientSession, SimpleNamespace, _Params], None]:
+    """Guard a handler: it runs only for our own request contexts, and can never raise."""
 
     @functools.wraps(method)
-    async def receiver(
+    def guarded(
         self: _Self, session: aiohttp.ClientSession, ctx: SimpleNamespace, params: _Params
     ) -> None:
         if not isinstance(ctx, TraceConfigContext):
@@ -174,6 +174,24 @@ def _signal(
             method(self, session, ctx, params)
         except Exception:
             _handler_failed(method.__name__)
+
+    return guarded
+
+
+def _receiver(
+    handler: Callable[[aiohttp.ClientSession, SimpleNamespace, _Params], None],
+) -> Callable[[aiohttp.ClientSession, SimpleNamespace, _Params], Awaitable[None]]:
+    """The aiohttp signal receiver (a coroutine function) that runs ``handler``.
+
+    aiohttp reaches the handler itself through our signals (``_dispatch``); this is for
+    aiosignal's own path, taken when a user added receivers of their own beside ours.
+    """
+
+    @functools.wraps(handler)
+    async def receiver(
+        session: aiohttp.ClientSession, ctx: SimpleNamespace, params: _Params
+    ) -> None:
+        handler(session, ctx, params)
 
     return receiver
 
@@ -219,10 +237,12 @@ class ClientTracing:
 
     # -- request lifecycle ---------------------------------------------------------------------
 
-    # The handlers aiohttp calls for every request are written out rather than wrapped by
-    # @_signal: the same guard, without a call more per signal.
+    # Handlers are plain methods: aiohttp reaches them through our signals, which call them
+    # and answer aiohttp themselves (see _dispatch). The handlers aiohttp calls for every
+    # request are written out rather than wrapped by @_signal: the same guard, without a call
+    # more per signal.
 
-    async def on_request_start(
+    def on_request_start(
         self,
         session: aiohttp.ClientSession,
         ctx: SimpleNamespace,
@@ -358,7 +378,7 @@ class ClientTracing:
     # The four handlers aiohttp calls for every request are written out rather than wrapped
     # by @_signal (the same guard, one call less each).
 
-    async def on_request_headers_sent(
+    def on_request_headers_sent(
         self,
         session: aiohttp.ClientSession,
         ctx: SimpleNamespace,
@@ -378,7 +398,7 @@ class ClientTracing:
         except Exception:
             _handler_failed("on_request_headers_sent")
 
-    async def on_request_chunk_sent(
+    def on_request_chunk_sent(
         self,
         session: aiohttp.ClientSession,
         ctx: SimpleNamespace,
@@ -406,7 +426,7 @@ class ClientTracing:
         except Exception:
             _handler_failed("on_request_chunk_sent")
 
-    async def on_response_chunk_received(
+    def on_response_chunk_received(
         self,
         session: aiohttp.ClientSession,
         ctx: SimpleNamespace,
@@ -423,7 +443,7 @@ class ClientTracing:
         except Exception:
             _handler_failed("on_response_chunk_received")
 
-    async def on_request_end(
+    def on_request_end(
         self,
         session: aiohttp.ClientSession,
         ctx: SimpleNamespace,
@@ -540,7 +560,7 @@ class ClientTracing:
         if hop is not None:
             hop.phase_end(CONNECT, time(), self._annotate_phases)
 
-    async def on_connection_reuseconn(
+    def on_connection_reuseconn(
         self,
         session: aiohttp.ClientSession,
         ctx: SimpleNamespace,
@@ -1278,7 +1298,12 @@ def make_trace_config(
     # method that calls the factory with the same keyword: the factory itself, in its place,
     # does the same with a call less on every request.
     trace_config.trace_config_ctx = TraceConfigContext  # type: ignore[method-assign,assignment]
-    use_direct_signals(trace_config, SIGNALS, _IDLE)
+    # Each handler, and the receiver that runs it on aiosignal's path.
+    pairs: dict[str, tuple[Callable[..., Awaitable[None]], Callable[..., None]]] = {}
     for signal_name in SIGNALS:
-        getattr(trace_config, signal_name).append(getattr(handlers, signal_name))
+        handler = getattr(handlers, signal_name)
+        pairs[signal_name] = (_receiver(handler), handler)
+    use_direct_signals(trace_config, SIGNALS, _IDLE, pairs)
+    for signal_name in SIGNALS:
+        getattr(trace_config, signal_name).append(pairs[signal_name][0])
     return trace_config

@@ -220,29 +220,59 @@ async def test_what_the_only_receiver_returns_or_raises_reaches_the_sender() -> 
     assert calls == [("ok", 2, 3), ("fail", 2, 3), ("two", 2), ("four", 2, 3, 4), ("one",)]
 
 
-async def test_an_idle_signal_answers_for_a_receiver_with_nothing_to_do() -> None:
-    signal = DirectSignal(None, idle=("hop", None))
+def handled_signal(calls: list[object]) -> tuple[DirectSignal, Any]:
+    """A signal made for a receiver that runs a plain function, with an idle rule."""
+
+    def function(session: object, ctx: object, params: object) -> None:
+        calls.append(params)
+
+    async def receiver(*args: object) -> None:
+        function(*args[:3])
+
+    signal = DirectSignal(None, idle=("hop", None), handler=(receiver, function))
+    return signal, receiver
+
+
+async def test_a_signal_calls_the_plain_function_of_its_own_receiver() -> None:
     calls: list[object] = []
-
-    async def receiver(*args: object) -> str:
-        calls.append(args[2])
-        return "called"
-
+    signal, receiver = handled_signal(calls)
     signal.append(receiver)
     signal.freeze()
     idle, busy, bare = SimpleNamespace(hop=None), SimpleNamespace(hop="a hop"), SimpleNamespace()
 
-    # The same finished awaitable every time, awaited as often as aiohttp sends.
-    for index in range(3):
-        answer = signal.send("session", idle, index)
+    # The same finished awaitable every time, awaited as often as aiohttp sends: after the
+    # function ran, or instead of it when the context says there is nothing to do (a context
+    # without the attribute counts as having its idle value).
+    for ctx, params in ((idle, "idle"), (busy, "busy"), (bare, "bare"), (busy, "again")):
+        answer = signal.send("session", ctx, params)
         assert answer is NOTHING_TO_DO
         assert await answer is None
-    # A context without the attribute counts as having its idle value.
-    assert await signal.send("session", bare, "bare") is None
-    assert await signal.send("session", busy, "busy") == "called"
+    assert calls == ["busy", "again"]
     # Other arguments go through aiosignal, which always calls the receiver.
     assert await signal.send("session", idle, "four", "arguments") is None
-    assert calls == ["busy", "four"]
+    assert calls == ["busy", "again", "four"]
+
+
+async def test_beside_another_receiver_or_in_place_of_its_own_a_signal_is_aiosignals() -> None:
+    calls: list[object] = []
+    signal, receiver = handled_signal(calls)
+    signal.append(receiver)
+
+    async def users(*args: object) -> None:
+        calls.append(("user's", args[2]))
+
+    signal.append(users)
+    signal.freeze()
+    # Both run, each once, in order, whatever the context says.
+    assert await signal.send("session", SimpleNamespace(hop=None), "both") is None
+    assert calls == ["both", ("user's", "both")]
+
+    calls.clear()
+    replaced, _ = handled_signal(calls)
+    replaced.append(users)  # only the user's receiver: its own rule does not apply
+    replaced.freeze()
+    assert await replaced.send("session", SimpleNamespace(hop=None), "only") is None
+    assert calls == [("user's", "only")]
 
 
 async def test_the_finished_awaitable_can_be_awaited_anywhere_any_number_of_times() -> None:
@@ -315,7 +345,7 @@ def handler_calls(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     for name in SIGNALS:
         original = getattr(ClientTracing, name)
 
-        async def counting(
+        def counting(
             self: ClientTracing,
             session: aiohttp.ClientSession,
             ctx: SimpleNamespace,
@@ -324,7 +354,7 @@ def handler_calls(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
             _name: str = name,
         ) -> None:
             calls[_name] += 1
-            await _original(self, session, ctx, params)
+            _original(self, session, ctx, params)
 
         monkeypatch.setattr(ClientTracing, name, counting)
     return calls
