@@ -22,9 +22,10 @@
   unsampled parent it only makes a span id and propagates it with ``X-B3-Sampled: 0``. Any real
   tracer of every signal costs at least this much.
 
-The three floors with handlers reach them as aiozipkin_client does: directly, without
-aiosignal's loop over the receivers (``aiozipkin_client._dispatch``), which any tracer can do
-and which saves about 2,000 instructions a signal; so they stay floors of our design.
+The three floors with handlers reach them as aiozipkin_client does (``aiozipkin_client._dispatch``):
+plain functions that each signal calls itself, without aiosignal's loop over the receivers or
+a coroutine per signal, and not at all for a request that has no span; any tracer can do this,
+so they stay floors of our design.
 
 The floors find their parent in :data:`PARENT` (``same_spans`` in the tracers' own variable, in
 their form: it stands for our client), which the benchmark sets around each request
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from random import getrandbits
 from types import SimpleNamespace
@@ -69,7 +71,7 @@ _SIGNALS: Final = SIGNALS
 _quote: Final = json.encoder.encode_basestring
 
 
-async def _nothing(session: aiohttp.ClientSession, context: SimpleNamespace, params: Any) -> None:
+def _nothing(session: aiohttp.ClientSession, context: SimpleNamespace, params: Any) -> None:
     return None
 
 
@@ -78,26 +80,50 @@ def empty_config() -> aiohttp.TraceConfig:
     return aiohttp.TraceConfig()
 
 
-def _config() -> aiohttp.TraceConfig:
-    """A trace config whose signals reach their handler as ours do (``_dispatch``)."""
+def _config(
+    handlers: Mapping[str, Callable[..., None]],
+    idle: Mapping[str, tuple[str, object]] | None = None,
+) -> aiohttp.TraceConfig:
+    """A trace config whose signals reach their handlers as ours do (``_dispatch``): plain
+    functions called by the signal, and not called at all where ``idle`` says a request has
+    nothing for them; ``_nothing`` for a signal ``handlers`` does not name."""
     config = aiohttp.TraceConfig()
-    use_direct_signals(config, _SIGNALS)
+    pairs = {}
+    for name in _SIGNALS:
+        handler = handlers.get(name, _nothing)
+        pairs[name] = (_receiver(handler), handler)
+    use_direct_signals(config, _SIGNALS, idle, pairs)
+    for name in _SIGNALS:
+        getattr(config, name).append(pairs[name][0])
     return config
+
+
+def _receiver(handler: Callable[..., None]) -> Callable[..., Awaitable[None]]:
+    """The coroutine receiver aiosignal's path would await (as the client's ``_receiver``)."""
+
+    async def receiver(
+        session: aiohttp.ClientSession, context: SimpleNamespace, params: Any
+    ) -> None:
+        handler(session, context, params)
+
+    return receiver
+
+
+def _idle_without(attribute: str) -> dict[str, tuple[str, object]]:
+    """Every signal but the request's start has nothing to do without ``attribute``."""
+    return {name: (attribute, None) for name in _SIGNALS if name != "on_request_start"}
 
 
 def listen_only() -> aiohttp.TraceConfig:
     """A handler that does nothing on every signal."""
-    config = _config()
-    for name in _SIGNALS:
-        getattr(config, name).append(_nothing)
-    return config
+    return _config({})
 
 
 def bare_recorder(spans: list[str]) -> aiohttp.TraceConfig:
     """The minimum recording of every signal under the parent in :data:`PARENT`; finished
     spans' JSON is appended to ``spans``."""
 
-    async def start(
+    def start(
         session: aiohttp.ClientSession,
         context: SimpleNamespace,
         params: aiohttp.TraceRequestStartParams,
@@ -117,12 +143,12 @@ def bare_recorder(spans: list[str]) -> aiohttp.TraceConfig:
         headers["X-B3-Sampled"] = "1"
         context.span = (trace_id, parent_id, span_id, params.method, params.url, time.time(), [])
 
-    async def event(session: aiohttp.ClientSession, context: SimpleNamespace, params: Any) -> None:
+    def event(session: aiohttp.ClientSession, context: SimpleNamespace, params: Any) -> None:
         span = getattr(context, "span", None)
         if span is not None:
             span[6].append(time.time())
 
-    async def end(
+    def end(
         session: aiohttp.ClientSession,
         context: SimpleNamespace,
         params: aiohttp.TraceRequestEndParams,
@@ -142,13 +168,9 @@ def bare_recorder(spans: list[str]) -> aiohttp.TraceConfig:
             f'"http.status_code":"{params.response.status}"}}}}'
         )
 
-    config = _config()
-    for name in _SIGNALS:
-        handler = (
-            start if name == "on_request_start" else end if name == "on_request_end" else event
-        )
-        getattr(config, name).append(handler)
-    return config
+    handlers = {name: event for name in _SIGNALS}
+    handlers.update(on_request_start=start, on_request_end=end)
+    return _config(handlers, _idle_without("span"))
 
 
 _TRACE_ID: Final = istr("X-B3-TraceId")
@@ -201,7 +223,7 @@ def same_spans(transport: ZipkinTransport, service: str, ipv4: str) -> aiohttp.T
     def event(span: _Span, value: str, at: float | None = None) -> None:
         span.annotations.append(Annotation(_micros(time.time() if at is None else at), value))
 
-    async def start(
+    def start(
         session: aiohttp.ClientSession,
         context: SimpleNamespace,
         params: aiohttp.TraceRequestStartParams,
@@ -224,13 +246,13 @@ def same_spans(transport: ZipkinTransport, service: str, ipv4: str) -> aiohttp.T
         if sampled:
             context.span = _Span(parent, span_id, params.method, params.url)
 
-    async def reused(session: aiohttp.ClientSession, context: SimpleNamespace, params: Any) -> None:
+    def reused(session: aiohttp.ClientSession, context: SimpleNamespace, params: Any) -> None:
         span = getattr(context, "span", None)
         if span is not None:
             span.tags["connection.reused"] = "true"
             event(span, "connection.reuse")
 
-    async def connect_start(
+    def connect_start(
         session: aiohttp.ClientSession, context: SimpleNamespace, params: Any
     ) -> None:
         span = getattr(context, "span", None)
@@ -239,23 +261,19 @@ def same_spans(transport: ZipkinTransport, service: str, ipv4: str) -> aiohttp.T
             span.connect = time.time()
             event(span, "connect.start", span.connect)
 
-    async def connect_end(
-        session: aiohttp.ClientSession, context: SimpleNamespace, params: Any
-    ) -> None:
+    def connect_end(session: aiohttp.ClientSession, context: SimpleNamespace, params: Any) -> None:
         span = getattr(context, "span", None)
         if span is not None:
             now = time.time()
             span.tags["connection.connect_ms"] = f"{(now - span.connect) * 1000:.3f}"
             event(span, "connect.end", now)
 
-    async def headers_sent(
-        session: aiohttp.ClientSession, context: SimpleNamespace, params: Any
-    ) -> None:
+    def headers_sent(session: aiohttp.ClientSession, context: SimpleNamespace, params: Any) -> None:
         span = getattr(context, "span", None)
         if span is not None:
             event(span, "ws")
 
-    async def chunk_sent(
+    def chunk_sent(
         session: aiohttp.ClientSession,
         context: SimpleNamespace,
         params: aiohttp.TraceRequestChunkSentParams,
@@ -302,7 +320,7 @@ def same_spans(transport: ZipkinTransport, service: str, ipv4: str) -> aiohttp.T
             )
         )
 
-    async def end(
+    def end(
         session: aiohttp.ClientSession,
         context: SimpleNamespace,
         params: aiohttp.TraceRequestEndParams,
@@ -328,7 +346,4 @@ def same_spans(transport: ZipkinTransport, service: str, ipv4: str) -> aiohttp.T
         "on_request_chunk_sent": chunk_sent,
         "on_request_end": end,
     }
-    config = _config()
-    for name in _SIGNALS:
-        getattr(config, name).append(handlers.get(name, _nothing))
-    return config
+    return _config(handlers, _idle_without("span"))
